@@ -1,0 +1,121 @@
+"""The ``Codec`` protocol and the name registry.
+
+A codec turns one 8-bit RGB image into real bytes and decodes them back. Every codec,
+classical (Pillow) or learned (CompressAI, issue 3), is reached by name through
+:func:`get_codec`; ``fairbits codecs`` lists :func:`available_codecs`.
+
+Rate is always measured from the real bytes: ``bpp = 8 * len(data) / (H * W)`` of the
+unpadded image that was coded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from fairbits.errors import CodecUnavailable, SpecError
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One coded image.
+
+    Attributes:
+        data: the encoded bitstream.
+        recon: decoded image, ``uint8 (H, W, 3)``, same size as the input.
+        setting: the codec setting that produced it (e.g. quality 30).
+    """
+
+    data: bytes
+    recon: np.ndarray
+    setting: Any
+
+    @property
+    def num_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the coded (unpadded) image."""
+        h, w = self.recon.shape[:2]
+        return 8.0 * len(self.data) / (h * w)
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """What the audit needs from a codec.
+
+    ``settings`` is the codec's full ordered grid of settings, from lowest to highest
+    rate (for quality-driven codecs: qualities ascending); the rate search walks it.
+    """
+
+    name: str
+    kind: str  # "classical" | "learned" | "generative"
+    settings: tuple
+
+    def code(self, image: np.ndarray, setting: Any) -> Coded:
+        """Encode ``uint8 (H, W, 3)`` at ``setting`` and decode the bytes."""
+        ...
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    name: str
+    kind: str
+    factory: Callable[[], Codec]
+    check: Callable[[], str | None]  # None if it can run here, else the reason why not
+    description: str = ""
+
+
+_REGISTRY: dict[str, CodecInfo] = {}
+
+
+def register(name: str, kind: str, factory: Callable[[], Codec],
+             check: Callable[[], str | None] = lambda: None, description: str = "") -> None:
+    """Add a codec to the registry under ``name``."""
+    _REGISTRY[name] = CodecInfo(name, kind, factory, check, description)
+
+
+def codec_names() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def codec_info(name: str) -> CodecInfo:
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise SpecError(f"unknown codec {name!r}; known codecs: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def get_codec(name: str) -> Codec:
+    """The codec registered as ``name``, ready to use.
+
+    Raises:
+        SpecError: no such codec.
+        CodecUnavailable: it is registered but cannot run here (the message says why).
+    """
+    info = codec_info(name)
+    reason = info.check()
+    if reason is not None:
+        raise CodecUnavailable(f"codec {name!r} cannot run here: {reason}")
+    return info.factory()
+
+
+def available_codecs() -> list[tuple[str, str, str | None]]:
+    """``(name, kind, reason-or-None)`` for every registered codec."""
+    _load_builtins()
+    return [(i.name, i.kind, i.check()) for i in sorted(_REGISTRY.values(), key=lambda i: i.name)]
+
+
+class _Builtins:
+    loaded: ClassVar[bool] = False
+
+
+def _load_builtins() -> None:
+    if _Builtins.loaded:
+        return
+    _Builtins.loaded = True
+    from fairbits.codecs import classical  # noqa: F401  (registers on import)
