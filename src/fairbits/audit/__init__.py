@@ -1,0 +1,1 @@
+"""Audit: plan (spec → cells), the local runner, and the result store."""

@@ -1,0 +1,108 @@
+"""From a validated spec to an audit plan: the manifest and the list of cells.
+
+Every check that can fail on configuration happens here, before any image is coded:
+unknown codec or measure, a codec that cannot run here, a quality outside a codec's
+grid, a missing dataset path, an unknown group column, an empty group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from fairbits.codecs.base import codec_info, get_codec
+from fairbits.data.manifest import build_manifest
+from fairbits.errors import SpecError
+from fairbits.measures.base import get_measure
+from fairbits.spec import AuditSpec
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One system at one setting: a fixed quality, or a per-image search for a target rate."""
+
+    codec: str
+    quality: int | None = None
+    target_bpp: float | None = None
+
+    @property
+    def setting(self) -> str:
+        return f"q{self.quality}" if self.target_bpp is None else f"bpp{self.target_bpp:g}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.codec}__{self.setting}"
+
+    def to_dict(self) -> dict:
+        return {"codec": self.codec, "setting": self.setting, "quality": self.quality,
+                "target_bpp": self.target_bpp}
+
+
+@dataclass
+class AuditPlan:
+    spec: AuditSpec
+    cells: list[Cell]
+    manifest: pd.DataFrame
+    measures: list[str]  # measure names, without "bpp" (always recorded)
+
+
+def plan_cells(spec: AuditSpec) -> list[Cell]:
+    """The cells a spec asks for, in spec order; checks codecs and their settings."""
+    cells: list[Cell] = []
+    for c in spec.codecs:
+        codec_info(c.name)  # unknown name → SpecError
+        codec = get_codec(c.name)  # cannot run here → CodecUnavailable
+        for q in c.quality or []:
+            if q not in codec.settings:
+                lo, hi = min(codec.settings), max(codec.settings)
+                raise SpecError(f"codec {c.name!r}: quality {q} is outside its settings ({lo}..{hi})")
+            cells.append(Cell(c.name, quality=q))
+        cells += [Cell(c.name, target_bpp=float(t)) for t in c.target_bpp or []]
+    ids = [c.id for c in cells]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise SpecError(f"cells listed twice: {', '.join(dupes)}")
+    return cells
+
+
+def plan_measures(spec: AuditSpec) -> list[str]:
+    """Measure names to compute (``bpp`` is always recorded and needs no entry)."""
+    names = [m for m in dict.fromkeys(spec.measures) if m != "bpp"]
+    for m in names:
+        get_measure(m)  # unknown → SpecError
+    return names
+
+
+def _check_groups(spec: AuditSpec, manifest: pd.DataFrame) -> pd.DataFrame:
+    label_columns = [c for c in manifest.columns if c not in ("image_id", "path", "checksum")]
+    for col in spec.group_columns:
+        if col not in manifest.columns:
+            raise SpecError(f"group column {col!r} is not in the dataset; its columns are: "
+                            f"{', '.join(label_columns) or '(none)'}")
+        if manifest[col].notna().sum() == 0:
+            raise SpecError(f"group column {col!r} has no values: every image's {col} is empty")
+    for col, wanted in spec.group_values.items():
+        present = set(manifest[col].dropna().astype(str))
+        empty = [g for g in wanted if g not in present]
+        if empty:
+            raise SpecError(f"group(s) {', '.join(map(repr, empty))} of column {col!r} have no images; "
+                            f"values present: {', '.join(sorted(present))}")
+        manifest = manifest[manifest[col].astype(str).isin(wanted)]
+    return manifest.reset_index(drop=True)
+
+
+def plan_audit(spec: AuditSpec) -> AuditPlan:
+    """Validate everything and build the manifest; raises a FairbitsError on bad config."""
+    cells = plan_cells(spec)
+    measures = plan_measures(spec)
+    ds = spec.dataset
+    if not ds.path.exists():
+        raise SpecError(f"dataset path not found: {ds.path} (relative paths are read from the spec's folder)")
+    manifest = build_manifest(ds.reader, ds.path, options=ds.reader_options, split=ds.split,
+                              limit_per_group=ds.limit_per_group, balance_by=ds.balance_by,
+                              group_columns=spec.group_columns, seed=spec.seed)
+    manifest = _check_groups(spec, manifest)
+    for col in spec.group_columns:
+        manifest[col] = manifest[col].astype("string")
+    return AuditPlan(spec, cells, manifest, measures)

@@ -1,0 +1,227 @@
+"""The local audit engine: stream the manifest in batches through every cell.
+
+For each batch of images the originals are decoded once, then every cell that still
+lacks rows for them codes the images (threads: Pillow's coders release the GIL),
+measures the batch on one device, and appends one Parquet part to the store. A killed
+run resumes where it stopped; a finished cell is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fairbits import __version__
+from fairbits.audit.plan import AuditPlan, Cell, plan_audit
+from fairbits.audit.store import RunStore
+from fairbits.codecs.base import Codec, Coded, get_codec
+from fairbits.codecs.ratesearch import search_rate
+from fairbits.data.images import fit_size, load_rgb, to_tensor
+from fairbits.errors import FairbitsError, ImageError
+from fairbits.measures.base import get_measure
+from fairbits.spec import AuditSpec
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; otherwise the named torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def measure_columns(measures: list[str]) -> list[str]:
+    """Result columns written for the given measure names (``bpp`` first)."""
+    cols = ["bpp"]
+    for m in measures:
+        cols += [c for c in get_measure(m).columns if c not in cols]
+    return cols
+
+
+def _fingerprint(plan: AuditPlan) -> str:
+    m = plan.manifest
+    h = hashlib.sha256()
+    h.update(json.dumps([plan.spec.dataset.model_dump(mode="json"), plan.measures, plan.spec.seed],
+                        sort_keys=True, default=str).encode())
+    h.update("\n".join(m["image_id"] + ":" + m["checksum"].fillna("-").astype(str)).encode())
+    return h.hexdigest()[:16]
+
+
+def run_info(plan: AuditPlan) -> dict:
+    """The ``run.json`` record of a plan."""
+    return {
+        "fairbits_version": __version__,
+        "name": plan.spec.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": _fingerprint(plan),
+        "dataset": str(plan.spec.dataset.path),
+        "n_images": len(plan.manifest),
+        "groups": plan.spec.group_columns,
+        "measure_names": plan.measures,
+        "measures": measure_columns(plan.measures),
+        "seed": plan.spec.seed,
+        "n_boot": plan.spec.n_boot,
+        "n_perm": plan.spec.n_perm,
+        "cells": [{"id": c.id, **c.to_dict()} for c in plan.cells],
+        "spec": plan.spec.model_dump(mode="json"),
+    }
+
+
+def _prepare_store(plan: AuditPlan, out: Path) -> RunStore:
+    store = RunStore(out)
+    info = run_info(plan)
+    if store.info_path.is_file():
+        old = store.read_info()
+        if old.get("fingerprint") != info["fingerprint"]:
+            raise FairbitsError(
+                f"{out} holds a run with another dataset, measures or seed; "
+                "choose a new --out directory (or delete the old one)")
+        info["created"] = old.get("created", info["created"])
+        known = {c["id"] for c in info["cells"]}
+        info["cells"] += [c for c in old["cells"] if c["id"] not in known]
+    else:
+        store.write_manifest(plan.manifest)
+    store.write_info(info)
+    return store
+
+
+def _load_original(path: str, max_pixels: int, size: int | None) -> np.ndarray | str:
+    try:
+        return fit_size(load_rgb(path, max_pixels), size)
+    except ImageError as e:
+        return str(e)
+    except Exception as e:  # an image must never kill the run
+        return f"{type(e).__name__}: {e}"
+
+
+def _code(codec: Codec, cell: Cell, image: np.ndarray, cache: dict, key: str) -> Coded | str:
+    try:
+        if cell.target_bpp is not None:
+            return search_rate(codec, image, cell.target_bpp, cache=cache, key=key)
+        return codec.code(image, cell.quality)
+    except Exception as e:
+        return f"coding failed: {type(e).__name__}: {e}"
+
+
+def _measure(measures: list[str], originals: list[np.ndarray], recons: list[np.ndarray],
+             device: torch.device) -> dict[str, np.ndarray]:
+    """Every measure column for images of one size, as float64 arrays of length N."""
+    x = to_tensor(originals).to(device)
+    y = to_tensor(recons).to(device)
+    out: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for m in measures:
+            for col, v in get_measure(m).fn(x, y, {}).items():
+                out[col] = torch.as_tensor(v).detach().double().cpu().numpy()
+    return out
+
+
+def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[str],
+               columns: list[str], device: torch.device, pool: ThreadPoolExecutor,
+               cache: dict) -> pd.DataFrame:
+    """Per-image rows of one cell for one batch of manifest rows (errors included)."""
+    ids = list(batch["image_id"])
+    keys = [str(k) if isinstance(k, str) else i for k, i in zip(batch["checksum"], ids)]
+    jobs = {i: pool.submit(_code, codec, cell, originals[i], cache, k)
+            for i, k in zip(ids, keys) if not isinstance(originals[i], str)}
+    rows = []
+    for i in ids:
+        res = jobs[i].result() if i in jobs else originals[i]
+        row = {"image_id": i, "codec": cell.codec, "setting": cell.setting,
+               "target_bpp": cell.target_bpp, "quality": np.nan, "num_bytes": np.nan,
+               "height": np.nan, "width": np.nan, **{c: np.nan for c in columns}, "error": None}
+        if isinstance(res, str):
+            row["error"] = res
+        else:
+            h, w = res.recon.shape[:2]
+            row.update(quality=float(res.setting), num_bytes=res.num_bytes, height=h, width=w,
+                       bpp=res.bpp, _coded=res)
+        rows.append(row)
+    by_size: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "_coded" in r:
+            by_size.setdefault(r["_coded"].recon.shape, []).append(r)
+    for group in by_size.values():
+        try:
+            vals = _measure(measures, [originals[r["image_id"]] for r in group],
+                            [r["_coded"].recon for r in group], device)
+        except Exception as e:
+            for r in group:
+                r["error"] = f"measure failed: {type(e).__name__}: {e}"
+            continue
+        for k, r in enumerate(group):
+            r.update({c: float(v[k]) for c, v in vals.items()})
+    for r in rows:
+        r.pop("_coded", None)
+    df = pd.DataFrame(rows)
+    df["target_bpp"] = df["target_bpp"].astype("float64")
+    df["error"] = df["error"].astype("object")
+    return df
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report: bool = True,
+              stop_after_batches: int | None = None) -> Path:
+    """Run (or resume) an audit into ``out``; returns the run directory.
+
+    ``stop_after_batches`` stops early after that many written batches (for tests of resume).
+    """
+    out = Path(out)
+    plan = plan_audit(spec)
+    store = _prepare_store(plan, out)
+    device = resolve_device(spec.device)
+    columns = measure_columns(plan.measures)
+    codecs = {c.codec: get_codec(c.codec) for c in plan.cells}
+    manifest = plan.manifest
+    todo = {c.id: store.done_ids(c.id) for c in plan.cells if not store.is_done(c.id)}
+    total = sum(len(manifest) - len(done) for done in todo.values())
+    written = 0
+    bs, ds = spec.batch_size, spec.dataset
+    with ThreadPoolExecutor(spec.workers) as pool, _progress(progress) as bar:
+        task = bar.add_task("auditing", total=total)
+        for start in range(0, len(manifest), bs):
+            batch = manifest.iloc[start:start + bs]
+            pending = [(c, batch[~batch["image_id"].isin(todo[c.id])]) for c in plan.cells if c.id in todo]
+            pending = [(c, b) for c, b in pending if len(b)]
+            if not pending:
+                continue
+            need = pd.concat([b for _, b in pending]).drop_duplicates("image_id")
+            loaded = pool.map(lambda p: _load_original(p, ds.max_pixels, ds.size), need["path"])
+            originals = dict(zip(need["image_id"], loaded))
+            cache: dict = {}
+            for cell, b in pending:
+                rows = code_batch(cell, codecs[cell.codec], b, originals, plan.measures, columns,
+                                  device, pool, cache)
+                store.append(cell.id, rows)
+                todo[cell.id].update(rows["image_id"])
+                bar.advance(task, len(rows))
+                written += 1
+                if stop_after_batches is not None and written >= stop_after_batches:
+                    return out
+    ids = set(manifest["image_id"])
+    for cell in plan.cells:
+        if cell.id in todo and ids <= todo[cell.id]:
+            store.mark_done(cell.id)
+    if report:
+        finish_report(out)
+    return out
+
+
+def finish_report(run_dir: str | Path) -> Path:
+    """Bias statistics and the HTML report from the stored rows (``fairbits report``)."""
+    from fairbits.bias.stats import write_stats
+    from fairbits.report.html import write_report
+
+    write_stats(run_dir)
+    return write_report(run_dir)

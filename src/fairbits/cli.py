@@ -1,0 +1,90 @@
+"""The ``fairbits`` command line: parse, call the library, print."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from fairbits.errors import FairbitsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Audit demographic bias in face-image codecs.")
+console = Console(stderr=True)
+
+
+def _fail(e: FairbitsError) -> None:
+    console.print(f"[bold red]error:[/] {e}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def audit(spec: Path = typer.Argument(..., help="the audit spec (YAML)"),
+          out: Path = typer.Option(..., "--out", "-o", help="run directory (created or resumed)"),
+          report: bool = typer.Option(True, help="write statistics and the HTML report at the end"),
+          progress: bool = typer.Option(True, help="show a progress bar")):
+    """Run (or resume) an audit described by SPEC into OUT."""
+    from fairbits.audit.runner import run_audit
+    from fairbits.spec import load_spec
+
+    try:
+        run_dir = run_audit(load_spec(spec), out, progress=progress, report=report)
+    except FairbitsError as e:
+        _fail(e)
+    if report:
+        print(run_dir / "report.html")
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="a run directory made by `fairbits audit`")):
+    """Rebuild bias statistics and the HTML report of a run from its stored rows."""
+    from fairbits.audit.runner import finish_report
+
+    try:
+        print(finish_report(run_dir))
+    except FairbitsError as e:
+        _fail(e)
+
+
+@app.command()
+def phantom(n: int = typer.Option(240, "--n", help="number of faces"),
+            out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+            seed: int = typer.Option(0, help="random seed"),
+            size: int = typer.Option(256, help="image side in pixels"),
+            balanced: bool = typer.Option(True, help="equal counts per skin group")):
+    """Render synthetic labelled faces (PNG + labels.csv) for tests and demos."""
+    from fairbits.data.phantom import render_phantoms
+
+    labels = render_phantoms(n, out, seed=seed, size=size, balance="skin_group" if balanced else None,
+                             progress=True)
+    print(labels)
+
+
+@app.command()
+def codecs():
+    """List every registered codec: name, kind, and whether it can run here."""
+    from fairbits.codecs.base import available_codecs
+
+    for name, kind, reason in available_codecs():
+        print(f"{name:<28} {kind:<11} {'available' if reason is None else 'unavailable: ' + reason}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("fairbits-demo"), "--out", "-o", help="demo folder"),
+         n: int = typer.Option(240, "--n", help="number of phantom faces"),
+         seed: int = typer.Option(0, help="random seed")):
+    """Phantom faces, jpeg/jpeg444/webp/avif at ~0.1/0.25/0.5 bpp, bias statistics and a report."""
+    from fairbits.demo import run_demo
+
+    try:
+        path = run_demo(out, n=n, seed=seed, progress=True)
+    except FairbitsError as e:
+        _fail(e)
+    console.print("[bold green]report written:[/]")
+    print(path.resolve())
+
+
+def main() -> None:  # pragma: no cover
+    app()

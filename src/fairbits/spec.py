@@ -1,0 +1,137 @@
+"""The audit spec: a YAML file validated into models before any work starts.
+
+Minimal form (paths are relative to the spec file's folder)::
+
+    dataset:
+      reader: csv            # csv | folder | fairface | utkface | celeba | rfw
+      path: labels.csv
+      path_column: path      # any other key is passed to the reader
+    groups: [grp]            # or {grp: [a, b]} to choose and order the groups
+    codecs:
+      - name: jpeg
+        quality: [10, 50]    # settings to run, or:
+      - name: webp
+        target_bpp: [0.1, 0.25]   # per-image rate search to the nearest setting
+    measures: [psnr, ms_ssim]
+    seed: 0
+
+See ``examples/audit.yaml`` for every option with comments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fairbits.errors import SpecError
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(BaseModel):
+    """Where the images and labels are, and which of them to use.
+
+    Keys other than the ones below are passed to the reader (e.g. ``path_column``).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    reader: str
+    path: Path
+    split: str | None = None
+    limit_per_group: int | None = Field(default=None, gt=0)
+    balance_by: str | list[str] | None = None
+    size: int | None = Field(default=None, gt=0, description="resize + centre-crop to size x size")
+    max_pixels: int = Field(default=40_000_000, gt=0)
+
+    @property
+    def reader_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class CodecSpec(BaseModel):
+    """One codec and the settings (or target rates) to run it at."""
+
+    model_config = _STRICT
+
+    name: str
+    quality: list[int] | None = None
+    target_bpp: list[float] | None = None
+
+    @field_validator("target_bpp")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(t <= 0 for t in v):
+            raise ValueError("target_bpp values must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if not self.quality and not self.target_bpp:
+            raise ValueError(f"codec {self.name!r}: give `quality: [...]` or `target_bpp: [...]`")
+        return self
+
+
+class AuditSpec(BaseModel):
+    """A whole audit: dataset, groups, codecs, measures and run options."""
+
+    model_config = _STRICT
+
+    name: str | None = None
+    dataset: DatasetSpec
+    groups: list[str] | dict[str, list[str]]
+    codecs: list[CodecSpec] = Field(min_length=1)
+    measures: list[str] = Field(default_factory=lambda: ["psnr", "ms_ssim"])
+    seed: int = 0
+    batch_size: int = Field(default=32, gt=0)
+    workers: int = Field(default=2, gt=0, description="threads for decoding and coding images")
+    device: str = "auto"
+    n_boot: int = Field(default=1000, ge=100)
+    n_perm: int = Field(default=1000, ge=100)
+
+    @property
+    def group_columns(self) -> list[str]:
+        return list(self.groups)
+
+    @property
+    def group_values(self) -> dict[str, list[str]]:
+        return dict(self.groups) if isinstance(self.groups, dict) else {}
+
+
+def _format_validation(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see examples/audit.yaml)"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict, base_dir: Path | str = ".") -> AuditSpec:
+    """Validate a spec given as a dict; relative dataset paths are resolved against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise SpecError("the spec must be a YAML mapping with keys dataset, groups, codecs, measures")
+    try:
+        spec = AuditSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError("invalid spec:\n" + _format_validation(e)) from None
+    if not spec.dataset.path.is_absolute():
+        spec.dataset.path = (Path(base_dir) / spec.dataset.path).resolve()
+    return spec
+
+
+def load_spec(path: str | Path) -> AuditSpec:
+    """Read and validate a spec file (``yaml.safe_load``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"{p} is not valid YAML: {e}") from None
+    return parse_spec(data, p.parent)
