@@ -306,13 +306,14 @@ def measure_columns(results: pd.DataFrame, measures: Iterable[str], *, include_b
 
 def write_stats(run_dir: str | Path, results: pd.DataFrame | None = None, *,
                 group_cols: Sequence[str] | None = None, measures: Sequence[str] | None = None,
-                n_boot: int = 1000, n_perm: int = 1000, seed: int | None = None,
+                n_boot: int | None = None, n_perm: int | None = None, seed: int | None = None,
                 ci: float = 0.95) -> dict[str, Path]:
     """Write ``summary.csv``, ``bias.csv`` and ``pairwise.csv`` into ``run_dir``.
 
     Unspecified arguments come from the run: ``results`` from
     :func:`fairbits.audit.store.load_results`, ``group_cols``/``measures``/``seed`` from
-    ``run.json`` (measure names are expanded to their result columns, plus ``bpp``).
+    ``run.json`` (measure names are expanded to their result columns, plus ``bpp``),
+    ``n_boot``/``n_perm`` from ``run.json`` or 1000.
     Returns ``{"summary": path, "bias": path, "pairwise": path}``.
     """
     run_dir = Path(run_dir)
@@ -326,6 +327,8 @@ def write_stats(run_dir: str | Path, results: pd.DataFrame | None = None, *,
         raise SpecError("no group columns: pass group_cols or record 'groups' in run.json")
     cols = measure_columns(results, measures if measures is not None else info.get("measures", []))
     seed = int(seed if seed is not None else info.get("seed", 0))
+    n_boot = int(n_boot if n_boot is not None else info.get("n_boot", 1000))
+    n_perm = int(n_perm if n_perm is not None else info.get("n_perm", 1000))
     tables = summarize_run(results, group_cols, cols, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci)
     paths = {}
     for name, table in zip(("summary", "bias", "pairwise"), tables):

@@ -1,0 +1,377 @@
+"""The self-contained HTML report of a run directory.
+
+The page is a header plus an ordered list of :class:`Section` objects. Each section is
+made by a *builder*, ``builder(ctx: ReportContext) -> Section | None``; the default
+builders are :data:`DEFAULT_SECTIONS`. Later analyses add sections by passing extra
+builders (or ready :class:`Section` objects) to :func:`render_report` /
+:func:`write_report`, without touching the existing ones.
+
+Figures are written to ``RUN_DIR/figures/*.png`` and embedded in the page as base64
+PNG data URIs, so ``report.html`` needs no other file and no JavaScript. Every string
+that comes from data (group, codec and setting names, error messages, run metadata) is
+escaped with :func:`html.escape`; a section's ``html`` is trusted markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fairbits.bias.stats import error_mask, read_stats, write_stats
+from fairbits.report import figures as F
+
+SIGNIFICANCE = 0.05
+TOP_GAPS = 20
+MAX_ERROR_MESSAGES = 30
+
+
+# --------------------------------------------------------------------------- building blocks
+@dataclass
+class Section:
+    """One titled part of the report; ``html`` is trusted markup placed under the title."""
+
+    title: str
+    html: str
+    id: str = ""
+
+    def anchor(self) -> str:
+        return self.id or F.safe_name(self.title).lower()
+
+
+@dataclass
+class ReportContext:
+    """What section builders read: the run's tables and where figures go."""
+
+    run_dir: Path
+    results: pd.DataFrame
+    manifest: pd.DataFrame
+    run_info: dict
+    summary: pd.DataFrame
+    bias: pd.DataFrame
+    pairwise: pd.DataFrame
+    figures_dir: Path
+    figure_files: list[Path] = field(default_factory=list)
+
+    def figure(self, fig, name: str, caption: str = "") -> str:
+        """Save ``fig`` as ``figures/<name>.png`` and return an ``<figure>`` embedding it."""
+        path = self.figures_dir / f"{F.safe_name(name)}.png"
+        data = F.save_png(fig, path)
+        self.figure_files.append(path)
+        b64 = base64.b64encode(data).decode("ascii")
+        cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+        return f'<figure><img src="data:image/png;base64,{b64}" alt="{esc(caption or name)}">{cap}</figure>'
+
+    @property
+    def measures(self) -> list[str]:
+        """Measure columns in the bias table, in order (``bpp`` included)."""
+        return list(dict.fromkeys(self.bias["measure"])) if len(self.bias) else []
+
+    @property
+    def attributes(self) -> list[str]:
+        """Group columns audited."""
+        groups = self.run_info.get("groups") or []
+        found = list(dict.fromkeys(self.bias["attribute"])) if len(self.bias) else []
+        return [g for g in groups if g in found] + [g for g in found if g not in groups] or list(groups)
+
+
+SectionBuilder = Callable[[ReportContext], "Section | None"]
+
+
+def esc(value) -> str:
+    """HTML-escape any value as text."""
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value) -> str:
+    """A number with 3 significant digits (integers in full); missing values as an en dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        if v != 0 and abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.3g}"
+    return str(value)
+
+
+def table(df: pd.DataFrame, columns: Sequence[tuple[str, str]] | None = None, *, classes: str = "") -> str:
+    """An HTML table of ``df``; ``columns`` is ``[(column, header)]``. Numbers right-aligned."""
+    columns = list(columns) if columns is not None else [(c, c) for c in df.columns]
+    numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+               for c, _ in columns}
+    head = "".join(f'<th class="num">{esc(h)}</th>' if numeric[c] else f"<th>{esc(h)}</th>" for c, h in columns)
+    body = []
+    for row in df[[c for c, _ in columns]].itertuples(index=False):
+        cells = []
+        for (c, _), v in zip(columns, row):
+            if numeric[c]:
+                cells.append(f'<td class="num">{esc(fmt(v))}</td>')
+            else:
+                cells.append(f'<td class="{"msg" if c == "error" else ""}">{esc(fmt(v))}</td>')
+        body.append("<tr>" + "".join(cells).replace(' class=""', "") + "</tr>")
+    cls = f' class="{esc(classes)}"' if classes else ""
+    return (f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table></div>")
+
+
+def _direction(measure: str) -> bool:
+    from fairbits.measures.base import higher_is_better
+    try:
+        return higher_is_better(measure)
+    except ImportError:
+        return True
+
+
+def _ci(lo, hi) -> str:
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+# --------------------------------------------------------------------------- sections
+def header_html(ctx: ReportContext) -> str:
+    """Title and run metadata (name, date, dataset, images, groups, cells, seed)."""
+    info = ctx.run_info
+    name = info.get("name") or ctx.run_dir.resolve().name
+    date = info.get("created") or info.get("date")
+    if not date:
+        path = ctx.run_dir / "run.json"
+        ts = path.stat().st_mtime if path.is_file() else datetime.now().timestamp()
+        date = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    dataset = info.get("dataset", "–")
+    if isinstance(dataset, dict):
+        dataset = dataset.get("name") or dataset.get("path") or json.dumps(dataset)
+    n_images = len(ctx.manifest) if len(ctx.manifest) else ctx.results["image_id"].nunique()
+    cells = info.get("cells") or [{"codec": c, "setting": s} for c, s in
+                                  ctx.results[["codec", "setting"]].drop_duplicates().itertuples(index=False)]
+    by_codec: dict[str, list[str]] = {}
+    for c in cells:
+        by_codec.setdefault(str(c.get("codec")), []).append(str(c.get("setting")))
+    codec_html = "<br>".join(f"<b>{esc(c)}</b>: {esc(', '.join(s))}" for c, s in by_codec.items())
+    rows = [("Date", esc(date)), ("Dataset", esc(dataset)), ("Images", esc(fmt(n_images))),
+            ("Groups audited", esc(", ".join(map(str, ctx.attributes))) or "–"),
+            ("Codecs / settings", codec_html or "–"), ("Seed", esc(info.get("seed", "–")))]
+    meta = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
+    return f"<h1>{esc(name)}</h1><div class='muted'>fairbits audit report</div><dl class='meta'>{meta}</dl>"
+
+
+def _image_groups(ctx: ReportContext, attr: str) -> pd.Series:
+    """The group label of every image for ``attr`` (from the manifest, else the results)."""
+    if attr in ctx.manifest.columns and "image_id" in ctx.manifest.columns:
+        src = ctx.manifest
+    else:
+        src = ctx.results.drop_duplicates("image_id")
+    return src.set_index("image_id")[attr].astype("string").fillna("(missing)")
+
+
+def composition_section(ctx: ReportContext) -> Section:
+    """Images per group (bar chart + table), errors per group and cell, distinct error messages."""
+    attrs = [a for a in ctx.attributes if a in ctx.results.columns or a in ctx.manifest.columns]
+    counts = {a: _image_groups(ctx, a).value_counts().sort_index() for a in attrs}
+    parts = []
+    if counts:
+        parts.append(ctx.figure(F.group_counts_figure(counts), "composition", "Images per group"))
+    err = error_mask(ctx.results)
+    failed = ctx.results.loc[err]
+    rows = []
+    for a in attrs:
+        labels = _image_groups(ctx, a)
+        bad_images = labels[labels.index.isin(set(failed["image_id"]))].value_counts()
+        bad_rows = failed["image_id"].map(labels).value_counts()
+        for g, n in counts[a].items():
+            rows.append((a, g, int(n), int(bad_images.get(g, 0)), int(bad_rows.get(g, 0))))
+    comp = pd.DataFrame(rows, columns=["attribute", "group", "images", "images_err", "rows_err"])
+    parts.append("<h3>Images and errors per group</h3>")
+    parts.append(table(comp, [("attribute", "attribute"), ("group", "group"), ("images", "images"),
+                              ("images_err", "images with an error"), ("rows_err", "error rows")]))
+    if failed.empty:
+        parts.append("<p>No image failed in any cell.</p>")
+    else:
+        per_cell = []
+        for a in attrs:
+            grp = failed["image_id"].map(_image_groups(ctx, a))
+            total = ctx.results.groupby(["codec", "setting"], sort=False).size()
+            for (g, codec, setting), n in failed.groupby([grp, failed["codec"], failed["setting"]],
+                                                         sort=True).size().items():
+                per_cell.append((a, g, codec, setting, int(n), int(total.get((codec, setting), 0))))
+        per_cell_df = pd.DataFrame(per_cell, columns=["attribute", "group", "codec", "setting", "errors", "rows"])
+        parts.append("<h3>Errors per group and cell</h3>")
+        parts.append(table(per_cell_df, [("attribute", "attribute"), ("group", "group"), ("codec", "codec"),
+                                         ("setting", "setting"), ("errors", "error rows"),
+                                         ("rows", "rows in cell")]))
+        msgs = failed["error"].astype(str).str.slice(0, 300).value_counts()
+        msg_df = pd.DataFrame({"error": msgs.index, "count": msgs.to_numpy()}).head(MAX_ERROR_MESSAGES)
+        parts.append(f"<h3>Error messages</h3><p class='muted'>{len(msgs)} distinct message(s)"
+                     f"{', most frequent first' if len(msgs) > 1 else ''}.</p>")
+        parts.append(table(msg_df, [("error", "message"), ("count", "rows")]))
+    return Section("Dataset composition and errors", "".join(parts), "composition")
+
+
+def rd_section(ctx: ReportContext) -> Section | None:
+    """Per-group rate-distortion curves: one figure per measure and attribute, a panel per codec."""
+    parts = []
+    for m in (m for m in ctx.measures if m != "bpp"):
+        hib = _direction(m)
+        parts.append(f"<h3>{esc(m)} <span class='muted'>({'higher' if hib else 'lower'} is better)</span></h3>")
+        for a in ctx.attributes:
+            if not ((ctx.summary.measure == m) & (ctx.summary.attribute == a)).any():
+                continue
+            fig = F.rd_figure(ctx.summary, m, a, hib)
+            parts.append(ctx.figure(fig, f"rd_{m}_{a}", f"{m} per {a}: group means with 95% bootstrap CIs"))
+    if not parts:
+        return None
+    intro = ("<p>For each codec, every line is one group: x is the group's mean bits per pixel at a "
+             "setting, y the group's mean score, error bars the bootstrap confidence interval.</p>")
+    return Section("Rate–distortion curves per group", intro + "".join(parts), "rd")
+
+
+def gap_section(ctx: ReportContext) -> Section | None:
+    """Gap (max − min group mean) versus bpp per measure, one line per codec."""
+    parts = []
+    for m in ctx.measures:
+        sub = ctx.bias[(ctx.bias.measure == m) & (ctx.bias.n_groups >= 2)]
+        if sub.empty:
+            continue
+        parts.append(f"<h3>{esc(m)}</h3>")
+        parts.append(ctx.figure(F.gap_figure(ctx.bias, m), f"gap_{m}",
+                                f"Gap in {m} between the best and worst group, with 95% bootstrap CIs"))
+    if not parts:
+        return None
+    intro = ("<p>The gap is the largest difference between group means in a cell (codec, setting). "
+             "Circled points have a permutation p-value below 0.05.</p>")
+    return Section("Gap versus bit rate", intro + "".join(parts), "gaps")
+
+
+BIAS_DISPLAY = [("measure", "measure"), ("attribute", "attribute"), ("codec", "codec"), ("setting", "setting"),
+                ("bpp_mean", "bpp"), ("gap", "gap"), ("gap_ci", "95% CI"), ("rel_gap_pct", "gap / mean (%)"),
+                ("worst_group", "worst group"), ("best_group", "best group"), ("p_value", "p"),
+                ("n_groups", "groups"), ("n", "n")]
+
+
+def _bias_display(bias: pd.DataFrame) -> pd.DataFrame:
+    out = bias.copy()
+    out["gap_ci"] = [_ci(lo, hi) for lo, hi in zip(out.gap_ci_low, out.gap_ci_high)]
+    out["rel_gap_pct"] = 100 * out["rel_gap"]
+    return out
+
+
+def significant_section(ctx: ReportContext) -> Section:
+    """Largest significant gaps (p < 0.05) ranked by gap relative to the mean; full table folded."""
+    b = _bias_display(ctx.bias)
+    sig = b[(b.p_value < SIGNIFICANCE) & (b.n_groups >= 2)].sort_values(["rel_gap", "gap"], ascending=False)
+    parts = [f"<p>Cells whose permutation p-value is below {SIGNIFICANCE}, ranked by the gap relative to the "
+             f"pooled mean of the measure in that cell (so measures in different units compare); at most "
+             f"{TOP_GAPS} rows. {len(sig)} of {int((b.n_groups >= 2).sum())} tested cells are significant. "
+             "No correction for multiple tests is applied.</p>"]
+    if sig.empty:
+        parts.append("<p><b>No significant gap.</b></p>")
+    else:
+        parts.append(table(sig.head(TOP_GAPS), BIAS_DISPLAY))
+    parts.append(f"<details><summary>Full bias table ({len(b)} rows)</summary>{table(b, BIAS_DISPLAY)}</details>")
+    return Section("Largest significant gaps", "".join(parts), "significant")
+
+
+def reading_section(ctx: ReportContext) -> Section:
+    """How to read the numbers."""
+    n_boot = ctx.run_info.get("n_boot", 1000)
+    n_perm = ctx.run_info.get("n_perm", 1000)
+    text = f"""<div class="note"><ul>
+<li><b>Gap</b>: the difference between the highest and the lowest group mean of a measure in one cell
+(codec and setting). The <b>worst group</b> has the lowest mean when higher is better (PSNR, SSIM) and the
+highest when lower is better (CIEDE2000, bpp). <b>Ratio</b> (in the CSV) is lowest / highest mean.</li>
+<li><b>Confidence intervals</b> are 95% percentile bootstrap intervals from {esc(fmt(n_boot))} resamples of
+images within each group. The gap's interval leans upwards (a maximum of noisy means), so judge
+significance by the p-value.</li>
+<li><b>p-values</b> come from a permutation test of the hypothesis that all groups are equal
+({esc(fmt(n_perm))} shuffles of the group labels within the cell). They are not corrected for the many cells
+tested.</li>
+<li>Images with an error, and missing or infinite scores, are left out of that measure; <i>n</i> counts the
+images used.</li>
+<li>Pixel fidelity measures can miss bias that matters for people: a codec may keep PSNR equal across
+groups and still shift skin tone or facial features. Phenotype and identity measures are separate
+analyses.</li>
+</ul></div>"""
+    return Section("How to read this report", text, "reading")
+
+
+DEFAULT_SECTIONS: list[SectionBuilder] = [composition_section, rd_section, gap_section, significant_section,
+                                          reading_section]
+
+
+# --------------------------------------------------------------------------- page
+def _page(header: str, sections: Sequence[Section], footer: str, title: str) -> str:
+    toc = "".join(f'<li><a href="#{esc(s.anchor())}">{esc(s.title)}</a></li>' for s in sections)
+    body = "".join(f'<section id="{esc(s.anchor())}"><h2>{esc(s.title)}</h2>{s.html}</section>' for s in sections)
+    template = Template(resources.files("fairbits.report").joinpath("report.html").read_text(encoding="utf-8"))
+    return template.substitute(title=esc(title), header=header, toc=f'<nav class="toc"><ol>{toc}</ol></nav>',
+                               body=body, footer=footer)
+
+
+def _load_stats(run_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The run's summary/bias/pairwise CSVs, written first with :func:`write_stats` if any is missing."""
+    if not all((run_dir / f"{n}.csv").is_file() for n in ("summary", "bias", "pairwise")):
+        write_stats(run_dir, results)
+    return read_stats(run_dir)
+
+
+def render_report(run_dir: str | Path, results: pd.DataFrame, manifest: pd.DataFrame, run_info: dict, *,
+                  summary: pd.DataFrame | None = None, bias: pd.DataFrame | None = None,
+                  pairwise: pd.DataFrame | None = None,
+                  sections: Iterable[SectionBuilder] | None = None,
+                  extra_sections: Iterable[SectionBuilder | Section] = ()) -> Path:
+    """Write ``run_dir/report.html`` (and ``run_dir/figures/*.png``) from the given tables.
+
+    Missing ``summary``/``bias``/``pairwise`` are read from the run's CSVs (computed and
+    written first when absent). ``sections`` replaces :data:`DEFAULT_SECTIONS`;
+    ``extra_sections`` (builders or ready :class:`Section` objects) are appended in order.
+    Returns the report's path.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if summary is None or bias is None or pairwise is None:
+        s, b, p = _load_stats(run_dir, results)
+        summary = s if summary is None else summary
+        bias = b if bias is None else bias
+        pairwise = p if pairwise is None else pairwise
+    ctx = ReportContext(run_dir, results, manifest if manifest is not None else pd.DataFrame(), run_info or {},
+                        summary, bias, pairwise, run_dir / "figures")
+    built = []
+    for item in [*(sections if sections is not None else DEFAULT_SECTIONS), *extra_sections]:
+        section = item if isinstance(item, Section) else item(ctx)
+        if section is not None:
+            built.append(section)
+    title = str(ctx.run_info.get("name") or run_dir.resolve().name)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    from fairbits import __version__
+    footer = f"Generated by fairbits {esc(__version__)} at {esc(now)}."
+    out = run_dir / "report.html"
+    tmp = out.with_name(".report.html.tmp")
+    tmp.write_text(_page(header_html(ctx), built, footer, f"fairbits report: {title}"), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def write_report(run_dir: str | Path, *, extra_sections: Iterable[SectionBuilder | Section] = ()) -> Path:
+    """Read a run directory (results, manifest, run.json, stats CSVs) and write its ``report.html``."""
+    from fairbits.audit.store import load_results
+
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    manifest_path = run_dir / "manifest.parquet"
+    manifest = pd.read_parquet(manifest_path) if manifest_path.is_file() else pd.DataFrame()
+    return render_report(run_dir, load_results(run_dir), manifest, info, extra_sections=extra_sections)
