@@ -125,7 +125,7 @@ def test_broken_images_become_error_rows(tmp_path):
     spec = parse_spec(_spec(csv, dataset={"reader": "csv", "path": str(csv), "max_pixels": 50_000}))
     run = run_audit(spec, tmp_path / "r", progress=False)
     df = fairbits.load_results(run)
-    per_image = df[df.codec == "jpeg"].set_index("image_id")
+    per_image = df[(df.codec == "jpeg") & (df.setting == "q40")].set_index("image_id")
     errors = per_image["error"]
     assert errors["img/zero"].startswith("zero-byte")
     assert "recognised" in errors["img/junk"]

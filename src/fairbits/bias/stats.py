@@ -107,12 +107,22 @@ class CellStats:
     pooled_bpp: float
 
 
+_CHUNK_ELEMENTS = 4_000_000  # bound on resample matrix size (rows x images) held at once
+
+
+def _chunks(n_rows: int, width: int) -> list[slice]:
+    """Row slices of ``range(n_rows)`` so that each block has at most ~:data:`_CHUNK_ELEMENTS` entries."""
+    step = max(1, _CHUNK_ELEMENTS // max(1, width))
+    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+
+
 def _bootstrap_means(values: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``(n_boot, n_groups)`` means of resamples drawn with replacement within each group."""
     out = np.empty((n_boot, len(values)))
     for k, v in enumerate(values):
-        idx = rng.integers(0, len(v), size=(n_boot, len(v)))
-        out[:, k] = v[idx].mean(axis=1)
+        for rows in _chunks(n_boot, len(v)):
+            idx = rng.integers(0, len(v), size=(rows.stop - rows.start, len(v)))
+            out[rows, k] = v[idx].mean(axis=1)
     return out
 
 
@@ -124,9 +134,11 @@ def _permutation_p(values: list[np.ndarray], observed: float, n_perm: int, rng: 
     sizes = np.array([len(v) for v in values])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     # Shuffling labels with fixed group sizes == shuffling values against fixed slices.
-    shuffled = rng.permuted(np.broadcast_to(pooled, (n_perm, len(pooled))), axis=1)
-    means = np.add.reduceat(shuffled, starts, axis=1) / sizes
-    stats = means.max(axis=1) - means.min(axis=1)
+    stats = np.empty(n_perm)
+    for rows in _chunks(n_perm, len(pooled)):
+        shuffled = rng.permuted(np.broadcast_to(pooled, (rows.stop - rows.start, len(pooled))), axis=1)
+        means = np.add.reduceat(shuffled, starts, axis=1) / sizes
+        stats[rows] = means.max(axis=1) - means.min(axis=1)
     tol = 1e-12 * max(1.0, abs(observed), float(np.abs(pooled).max()))
     return float((1 + np.count_nonzero(stats >= observed - tol)) / (1 + n_perm))
 

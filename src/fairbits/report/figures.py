@@ -70,6 +70,17 @@ def _errbar(ax, x, y, lo, hi, label: str) -> None:
     ax.errorbar(x, y, yerr=err, marker="o", markersize=3.5, capsize=2.5, linewidth=1.3, label=label)
 
 
+def figure_legend(fig: Figure, axes: list, title: str) -> None:
+    """One legend for the whole figure, outside the panels on the right (labels merged across panels)."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", title=title, fontsize=8,
+                   title_fontsize=8, frameon=False)
+
+
 def group_counts_figure(counts: dict[str, pd.Series]) -> Figure:
     """Bar chart of images per group, one panel per attribute (``{attribute: counts}``)."""
     fig, axes = new_figure(len(counts))
@@ -106,7 +117,7 @@ def rd_figure(summary: pd.DataFrame, measure: str, attribute: str, higher_is_bet
         _style(ax)
     if axes:
         axes[0].set_ylabel(f"{text(measure)} ({direction})")
-        axes[0].legend(title=text(attribute), fontsize=8, title_fontsize=8)
+    figure_legend(fig, axes, text(attribute))
     return fig
 
 
@@ -127,6 +138,6 @@ def gap_figure(bias: pd.DataFrame, measure: str) -> Figure:
         ax.set_xlabel("bits per pixel (cell mean)")
         ax.set_ylabel(f"gap in {text(measure)}")
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8, title="codec (circled: p < 0.05)", title_fontsize=7)
         _style(ax)
+    figure_legend(fig, axes, "codec\n(circled: p < 0.05)")
     return fig

@@ -124,7 +124,8 @@ def table(df: pd.DataFrame, columns: Sequence[tuple[str, str]] | None = None, *,
             if numeric[c]:
                 cells.append(f'<td class="num">{esc(fmt(v))}</td>')
             else:
-                cells.append(f'<td class="{"msg" if c == "error" else ""}">{esc(fmt(v))}</td>')
+                cls = {"error": "msg", "gap_ci": "nowrap"}.get(c, "")
+                cells.append(f'<td class="{cls}">{esc(fmt(v))}</td>')
         body.append("<tr>" + "".join(cells).replace(' class=""', "") + "</tr>")
     cls = f' class="{esc(classes)}"' if classes else ""
     return (f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead><tbody>'
@@ -258,7 +259,7 @@ def gap_section(ctx: ReportContext) -> Section | None:
 
 
 BIAS_DISPLAY = [("measure", "measure"), ("attribute", "attribute"), ("codec", "codec"), ("setting", "setting"),
-                ("bpp_mean", "bpp"), ("gap", "gap"), ("gap_ci", "95% CI"), ("rel_gap_pct", "gap / mean (%)"),
+                ("bpp_mean", "bpp"), ("gap", "gap"), ("gap_ci", "95% CI"), ("rel_gap_pct", "gap/mean %"),
                 ("worst_group", "worst group"), ("best_group", "best group"), ("p_value", "p"),
                 ("n_groups", "groups"), ("n", "n")]
 
@@ -281,7 +282,7 @@ def significant_section(ctx: ReportContext) -> Section:
     if sig.empty:
         parts.append("<p><b>No significant gap.</b></p>")
     else:
-        parts.append(table(sig.head(TOP_GAPS), BIAS_DISPLAY))
+        parts.append(table(sig.head(TOP_GAPS), [c for c in BIAS_DISPLAY if c[0] != "n_groups"]))
     parts.append(f"<details><summary>Full bias table ({len(b)} rows)</summary>{table(b, BIAS_DISPLAY)}</details>")
     return Section("Largest significant gaps", "".join(parts), "significant")
 
