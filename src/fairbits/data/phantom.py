@@ -224,11 +224,9 @@ def _put(img: np.ndarray, cover: np.ndarray, colour) -> None:
 
     Only the bounding box of ``cover > 0`` is touched.
     """
-    rows = np.flatnonzero(cover.any(axis=1))
-    if rows.size == 0:
+    box = _box(cover > 0)
+    if box[0].stop == 0:
         return
-    cols = np.flatnonzero(cover.any(axis=0))
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     colour = np.asarray(colour, dtype=_F32)
     local = colour if colour.ndim == 1 else colour[box]
     img[box] += cover[box][..., None] * (local - img[box])
@@ -305,7 +303,8 @@ def _geometry(labels: Mapping, rng: np.random.Generator) -> _Geometry:
     wide = labels["nose"] == "wide"
     big = labels["lips"] == "big"
     return _Geometry(
-        cy=-0.12, rx=j(0.42), ry=j(0.56), taper=j(0.24, 0.15), yaw=float(rng.uniform(-0.025, 0.025)),
+        cy=-0.12, rx=j(0.42), ry=j(0.56), taper=j(0.24, 0.15),
+        yaw=float(rng.uniform(-0.025, 0.025)),
         eye_y=j(-0.12, 0.06), eye_dx=j(0.165), eye_w=j(0.076 if mono else 0.08),
         eye_hu=j(0.027 if mono else 0.037, 0.08), eye_hl=j(0.022, 0.1),
         eye_tilt=float(rng.uniform(0.0, 0.12)), crease=not mono,
@@ -344,7 +343,8 @@ def _face_height(pose: _Pose, g: _Geometry, r: np.ndarray) -> np.ndarray:
     eu = np.abs(u - g.yaw)
     h -= 0.04 * np.exp(-0.5 * (((eu - g.eye_dx) / 0.075) ** 2 + ((v - g.eye_y) / 0.05) ** 2))
     h += 0.012 * np.exp(-0.5 * (((eu - g.eye_dx) / 0.05) ** 2 + ((v - g.eye_y) / 0.03) ** 2))
-    h += 0.016 * np.exp(-0.5 * ((v - g.brow_y + 0.012) / 0.03) ** 2) * np.exp(-0.5 * (u / 0.28) ** 2)
+    h += 0.016 * np.exp(-0.5 * ((v - g.brow_y + 0.012) / 0.03) ** 2) \
+        * np.exp(-0.5 * (u / 0.28) ** 2)
     h += 0.03 * np.exp(-0.5 * (((eu - 0.21) / 0.09) ** 2 + ((v - 0.02) / 0.08) ** 2))
     mx = g.yaw * 1.2
     h += 0.5 * g.lip_hu * _gauss(u, v, mx, g.mouth_y - g.lip_hu * 0.5, g.mouth_w * 0.7, g.lip_hu)
@@ -375,15 +375,17 @@ def _background(pose: _Pose, rng: np.random.Generator) -> np.ndarray:
     return _to_linear(np.clip(srgb * (1 + mod[..., None]) + grain[..., None], 0, 1))
 
 
-def _clothing(pose: _Pose, g: _Geometry, rng: np.random.Generator, neck_w: float):
+def _clothing(pose: _Pose, rng: np.random.Generator, neck_w: float):
     """Shoulders in a crew-neck top: (coverage (H, W), linear colour (H, W, 3))."""
     u, v = pose.u, pose.v
     top = 0.60 + 0.35 * np.clip(np.abs(u) - 0.12, 0, None) ** 1.6
     collar = _ellipse_sd(u, v, 0.0, 0.60, neck_w + 0.03, 0.10)
     cover = _cover(top - v, pose.px) * (1 - _cover(collar, pose.px))
     base = _to_linear(rng.uniform(0.1, 0.8, 3))
-    folds = 1 + 0.15 * _smooth_noise(rng, pose.size, 6) + 0.05 * _fine_noise(rng, pose.size, 0.7 * pose.size / 256)
-    shade = 1 - 0.35 * _smoothstep(0.3, 0.9, np.abs(u)) - 0.4 * _cover(np.abs(collar) - 0.008, pose.px)
+    folds = 1 + 0.15 * _smooth_noise(rng, pose.size, 6) \
+        + 0.05 * _fine_noise(rng, pose.size, 0.7 * pose.size / 256)
+    shade = 1 - 0.35 * _smoothstep(0.3, 0.9, np.abs(u)) \
+        - 0.4 * _cover(np.abs(collar) - 0.008, pose.px)
     return cover, base * (folds * shade)[..., None]
 
 
@@ -407,7 +409,8 @@ def _hair_texture(pose: _Pose, hair_type: str, rng: np.random.Generator, crown) 
     return (0.9 + 0.55 * np.tanh(strands)) * bands
 
 
-def _coils(u: np.ndarray, v: np.ndarray, rng: np.random.Generator, cell: float = 0.04) -> np.ndarray:
+def _coils(u: np.ndarray, v: np.ndarray, rng: np.random.Generator,
+           cell: float = 0.04) -> np.ndarray:
     """Coiled texture in [0, 1]: a spiral around the nearest of jittered grid points."""
     n = int(4.0 / cell) + 3
     jit = rng.uniform(0.15, 0.85, (2, n, n)).astype(_F32)
@@ -474,9 +477,15 @@ def _hair(pose: _Pose, g: _Geometry, labels: Mapping, rng: np.random.Generator):
 
 
 def _eye(pose: _Pose, g: _Geometry, side: int, rng: np.random.Generator, iris_col: np.ndarray):
-    """One eye: (opening coverage, lash-line coverage, crease coverage, linear colour (H, W, 3))."""
-    u, v, px = pose.u, pose.v, pose.px
+    """One eye: (opening coverage, lash-line coverage, crease coverage, linear colour (H, W, 3)).
+
+    Computed only in a window around the eye and zero elsewhere.
+    """
+    px = pose.px
     ex = side * g.eye_dx + g.yaw
+    gaze = rng.uniform(-0.01, 0.01, 2)
+    box = _box((np.abs(pose.u - ex) < g.eye_w + 0.04) & (np.abs(pose.v - g.eye_y) < 0.09))
+    u, v = pose.u[box], pose.v[box]
     du = (u - ex) * side
     t = np.clip(du / g.eye_w, -1, 1)
     q = np.clip((1 - t) * (1 + t) * (1 + 0.25 * t), 0, None)   # fuller towards the inner corner
@@ -491,9 +500,9 @@ def _eye(pose: _Pose, g: _Geometry, side: int, rng: np.random.Generator, iris_co
     if g.crease:
         cline = upper - 0.016 - 0.014 * q
         crease = _cover(np.abs(dv - cline) - 0.0035, px) * np.clip(q * 1.4, 0, 1)
-    sclera = _to_linear((0.9, 0.87, 0.84)) * (1 - 0.45 * np.exp(-np.clip(dv - upper, 0, None) / 0.012)
-                                              - 0.25 * np.abs(t) ** 3)[..., None]
-    gaze = rng.uniform(-0.01, 0.01, 2)
+    lid_shadow = np.exp(-np.clip(dv - upper, 0, None) / 0.012)
+    sclera = _to_linear((0.9, 0.87, 0.84)) \
+        * (1 - 0.45 * lid_shadow - 0.25 * np.abs(t) ** 3)[..., None]
     ix, iy = ex + gaze[0], g.eye_y + gaze[1] + 0.004
     ri = 0.46 * g.eye_w
     rr = np.hypot(u - ix, v - iy) / ri
@@ -507,7 +516,22 @@ def _eye(pose: _Pose, g: _Geometry, side: int, rng: np.random.Generator, iris_co
     lx, ly = pose.light[0], pose.light[1]
     glint = np.hypot(u - ix - 0.45 * ri * lx - 0.1 * ri, v - iy - 0.45 * ri * ly + 0.2 * ri)
     _put(col, 0.9 * _cover(glint - 0.14 * ri, px), np.array([0.95, 0.95, 0.95], _F32))
-    return opening, lash, crease, col
+    return tuple(_embed(a, box, pose.u.shape) for a in (opening, lash, crease, col))
+
+
+def _box(mask: np.ndarray) -> tuple[slice, slice]:
+    """Row and column slices of the bounding box of ``mask`` (H, W); empty if none is set."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _embed(a: np.ndarray, box: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:
+    """Place a window ``a`` ((h, w) or (h, w, 3)) into zeros of ``shape`` (+ channels)."""
+    out = np.zeros(tuple(shape) + a.shape[2:], _F32)
+    out[box] = a
+    return out
 
 
 def _brow(pose: _Pose, g: _Geometry, side: int) -> np.ndarray:
@@ -583,8 +607,8 @@ def _skin_texture(pose: _Pose, g: _Geometry, rng: np.random.Generator) -> np.nda
     tex *= 1 - 0.3 * min(1.0, k) * np.clip(pores, 0, 1)
     density = 0.0 if rng.random() < 0.6 else rng.uniform(0.002, 0.012)
     if density:
-        dots = ndimage.gaussian_filter((_child(rng).random((size, size)) < density / k ** 2).astype(_F32),
-                                       max(1.1 * k, 0.4))
+        hits = _child(rng).random((size, size)) < density / k ** 2
+        dots = ndimage.gaussian_filter(hits.astype(_F32), max(1.1 * k, 0.4))
         where = _gauss(np.abs(pose.u - g.yaw), pose.v, 0.14, 0.0, 0.12, 0.08) \
             + _gauss(pose.u, pose.v, g.yaw * 1.6, -0.02, 0.04, 0.08)
         tex *= 1 - np.clip(4.0 * dots * where, 0, 0.5)
@@ -657,7 +681,7 @@ def render_face(labels: Mapping, seed: int, size: int = 256) -> tuple[np.ndarray
     neck_half = neck_w + 0.05 * _smoothstep(0.45, 0.72, v)
     neck = _cover(np.abs(u) - neck_half, px) * (v > g.cy)
     ears, ear_shade, ear_h = _ears(pose, g)
-    cloth, cloth_col = _clothing(pose, g, rng, neck_w)
+    cloth, cloth_col = _clothing(pose, rng, neck_w)
     hair_front, hair_back, hair_col = _hair(pose, g, labels, rng)
     iris_col = _to_linear(_hex_to_srgb(str(rng.choice(_IRIS_SRGB))) * rng.uniform(0.8, 1.1))
     eyes = [_eye(pose, g, s, rng, iris_col) for s in (-1, 1)]
