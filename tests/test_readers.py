@@ -479,3 +479,14 @@ def test_rfw_ambiguous_or_repeated_phenotype_entries(tmp_path: Path):
     pd.DataFrame({"image": ["Asian/id2/0001.jpg"], "skin_type": [5]}).to_csv(tmp_path / "ok.csv", index=False)
     df = read_rfw(tmp_path, phenotypes=tmp_path / "ok.csv").set_index("image_id")
     assert df.loc["Asian/id2/0001", "skin_type"] == 5 and pd.isna(df.loc["Asian/id1/0001", "skin_type"])
+
+
+def test_csv_uses_an_image_id_column_when_present(tmp_path):
+    from PIL import Image
+    import pandas as pd
+    from fairbits.data.readers import read_csv
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    pd.DataFrame({"path": ["a.png"], "image_id": ["face-7"], "grp": ["x"]}).to_csv(tmp_path / "l.csv", index=False)
+    df = read_csv(tmp_path / "l.csv")
+    assert list(df["image_id"]) == ["face-7"] and "grp" in df.columns

@@ -30,6 +30,11 @@ from fairbits.measures.base import get_measure
 from fairbits.spec import AuditSpec
 
 
+# On CPU, measures run on a few images at a time: peak memory stays small (SSIM and
+# CIEDE2000 make many full-size intermediates) and it is faster than one big batch.
+CPU_MEASURE_CHUNK = 4
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when present, else CPU; otherwise the named torch device."""
     if name == "auto":
@@ -113,14 +118,16 @@ def _code(codec: Codec, cell: Cell, image: np.ndarray, cache: dict, key: str) ->
 def _measure(measures: list[str], originals: list[np.ndarray], recons: list[np.ndarray],
              device: torch.device) -> dict[str, np.ndarray]:
     """Every measure column for images of one size, as float64 arrays of length N."""
-    x = to_tensor(originals).to(device)
-    y = to_tensor(recons).to(device)
-    out: dict[str, np.ndarray] = {}
+    step = CPU_MEASURE_CHUNK if device.type == "cpu" else len(originals)
+    parts: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
-        for m in measures:
-            for col, v in get_measure(m).fn(x, y, {}).items():
-                out[col] = torch.as_tensor(v).detach().double().cpu().numpy()
-    return out
+        for k in range(0, len(originals), step):
+            x = to_tensor(originals[k:k + step]).to(device)
+            y = to_tensor(recons[k:k + step]).to(device)
+            for m in measures:
+                for col, v in get_measure(m).fn(x, y, {}).items():
+                    parts.setdefault(col, []).append(torch.as_tensor(v).detach().double().cpu().numpy())
+    return {col: np.concatenate(v) for col, v in parts.items()}
 
 
 def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[str],

@@ -132,7 +132,8 @@ def read_csv(
         path: the CSV file.
         path_column: column holding each image path, relative to ``root`` (absolute
             paths are allowed if they lie under ``root``).
-        id_column: column holding the image id; default: relative path without suffix.
+        id_column: column holding the image id; default: an ``image_id`` column if the
+            CSV has one, else the relative path without suffix.
         root: dataset root; default the CSV's folder; a relative root is taken relative
             to the CSV's folder.
         split: keep only rows whose ``split`` column equals this value (the CSV must
@@ -142,6 +143,8 @@ def read_csv(
     base = csv_path.parent
     root_dir = _existing_dir(base / root if root is not None else base, "csv root")
     table = _read_table(csv_path, "csv")
+    if id_column is None and "image_id" in table.columns:
+        id_column = "image_id"
     for col in (path_column, id_column):
         if col is not None and col not in table.columns:
             raise DatasetError(f"csv: column {col!r} not in {csv_path} (columns: {list(table.columns)})")
