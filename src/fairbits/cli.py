@@ -16,7 +16,7 @@ console = Console(stderr=True)
 
 
 def _fail(e: FairbitsError) -> None:
-    console.print(f"[bold red]error:[/] {e}", highlight=False)
+    console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

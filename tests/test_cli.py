@@ -1,0 +1,70 @@
+"""The command line end to end on phantom faces: phantom → audit → report, codecs, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import fairbits
+from fairbits.cli import app
+from fairbits.demo import run_demo
+from fairbits.spec import load_spec
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "audit.yaml"
+
+
+def test_example_spec_is_valid():
+    spec = load_spec(EXAMPLE)
+    assert spec.group_columns == ["skin_group"]
+    assert {c.name for c in spec.codecs} == {"jpeg", "jpeg444", "webp", "avif"}
+
+
+def test_phantom_audit_report(tmp_path):
+    cli = CliRunner()
+    r = cli.invoke(app, ["phantom", "--n", "6", "--out", str(tmp_path / "ph"), "--seed", "3", "--size", "64"])
+    assert r.exit_code == 0, r.output
+    labels = pd.read_csv(tmp_path / "ph" / "labels.csv")
+    assert len(labels) == 6 and labels["skin_group"].nunique() == 3
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec["dataset"]["path"] = str(tmp_path / "ph" / "labels.csv")
+    spec["dataset"]["size"] = 48  # resize + centre-crop: rate is over the 48x48 coded pixels
+    spec["codecs"] = [{"name": "jpeg", "quality": [20]}, {"name": "webp", "target_bpp": [0.8]}]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    r = cli.invoke(app, ["audit", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    df = fairbits.load_results(tmp_path / "run")
+    assert len(df) == 12 and set(df["height"]) == {48} and df["error"].isna().all()
+    (tmp_path / "run" / "report.html").unlink()
+    r = cli.invoke(app, ["report", str(tmp_path / "run")])
+    assert r.exit_code == 0 and (tmp_path / "run" / "report.html").is_file()
+    assert "MST8-10" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_codecs_lists_every_codec():
+    r = CliRunner().invoke(app, ["codecs"])
+    lines = r.output.strip().splitlines()
+    names = {ln.split()[0] for ln in lines}
+    assert {"jpeg", "jpeg444", "webp", "avif", "jpeg2000", "heic", "jxl"} <= names
+    assert all(ln.split()[1] == "classical" for ln in lines)
+
+
+def test_report_of_a_non_run_dir_exits_2(tmp_path):
+    r = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and "not a fairbits run directory" in r.output
+
+
+@pytest.mark.slow
+def test_small_demo(tmp_path):
+    report = run_demo(tmp_path / "demo", n=6, progress=False)
+    assert report.is_file()
+    bias = pd.read_csv(report.parent / "bias.csv")
+    assert set(bias["codec"]) == {"jpeg", "jpeg444", "webp", "avif"}
+    assert set(bias["setting"]) == {"bpp0.1", "bpp0.25", "bpp0.5"}
+    df = fairbits.load_results(report.parent)
+    webp = df[df.codec == "webp"].groupby("setting")["bpp"].mean()
+    assert webp["bpp0.1"] < webp["bpp0.25"] < webp["bpp0.5"]
+    assert abs(webp["bpp0.25"] - 0.25) < 0.08
