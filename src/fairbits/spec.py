@@ -21,7 +21,7 @@ See ``examples/audit.yaml`` for every option with comments.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -53,13 +53,23 @@ class DatasetSpec(BaseModel):
 
 
 class CodecSpec(BaseModel):
-    """One codec and the settings (or target rates) to run it at."""
+    """One codec and the settings (or target rates) to run it at.
+
+    ``quality`` are fixed settings (classical qualities; for a learned codec, CompressAI
+    zoo qualities ``zoo-q<n>``), ``checkpoint`` names built-in checkpoints or checkpoint
+    files of a learned codec (paths relative to the spec file), ``target_bpp`` asks for
+    a per-image search of the setting nearest each rate. ``mode`` is how a learned codec
+    runs: ``exact`` (real entropy coding) or ``fast`` (batched forward pass, rate
+    estimated from likelihoods, checked against exact coding on a sample).
+    """
 
     model_config = _STRICT
 
     name: str
     quality: list[int] | None = None
+    checkpoint: list[str] | None = None
     target_bpp: list[float] | None = None
+    mode: Literal["exact", "fast"] | None = None
 
     @field_validator("target_bpp")
     @classmethod
@@ -70,8 +80,9 @@ class CodecSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self):
-        if not self.quality and not self.target_bpp:
-            raise ValueError(f"codec {self.name!r}: give `quality: [...]` or `target_bpp: [...]`")
+        if not self.quality and not self.target_bpp and not self.checkpoint:
+            raise ValueError(f"codec {self.name!r}: give `quality: [...]`, `checkpoint: [...]` "
+                             "or `target_bpp: [...]`")
         return self
 
 
@@ -122,7 +133,17 @@ def parse_spec(data: dict, base_dir: Path | str = ".") -> AuditSpec:
         raise SpecError("invalid spec:\n" + _format_validation(e)) from None
     if not spec.dataset.path.is_absolute():
         spec.dataset.path = (Path(base_dir) / spec.dataset.path).resolve()
+    for c in spec.codecs:
+        c.checkpoint = [_resolve_checkpoint(k, base_dir) for k in c.checkpoint or []] or None
     return spec
+
+
+def _resolve_checkpoint(key: str, base_dir: Path | str) -> str:
+    """A checkpoint that looks like a path is made absolute (relative to the spec's folder)."""
+    looks_like_path = "/" in key or "\\" in key or key.endswith((".pt", ".pth", ".tar"))
+    if looks_like_path and not Path(key).is_absolute():
+        return str((Path(base_dir) / key).resolve())
+    return key
 
 
 def load_spec(path: str | Path) -> AuditSpec:

@@ -8,6 +8,7 @@ grid, a missing dataset path, an unknown group column, an empty group.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -20,15 +21,33 @@ from fairbits.spec import AuditSpec
 
 @dataclass(frozen=True)
 class Cell:
-    """One system at one setting: a fixed quality, or a per-image search for a target rate."""
+    """One system at one setting, run one way.
+
+    Exactly one of ``quality`` (a classical quality), ``checkpoint`` (a learned codec's
+    built-in key, ``zoo-q<n>`` or a checkpoint path) and ``target_bpp`` (a per-image
+    search for the setting nearest that rate) is set. ``mode`` is ``exact`` (real bytes)
+    or ``fast`` (learned codecs: batched forward pass, estimated rate).
+    """
 
     codec: str
     quality: int | None = None
+    checkpoint: str | None = None
     target_bpp: float | None = None
+    mode: str = "exact"
+
+    @property
+    def value(self):
+        """What the codec is called with: the quality or the checkpoint."""
+        return self.quality if self.quality is not None else self.checkpoint
 
     @property
     def setting(self) -> str:
-        return f"q{self.quality}" if self.target_bpp is None else f"bpp{self.target_bpp:g}"
+        if self.target_bpp is not None:
+            return f"bpp{self.target_bpp:g}"
+        if self.quality is not None:
+            return f"q{self.quality}"
+        ck = self.checkpoint
+        return Path(ck).stem if ("/" in ck or "\\" in ck) else ck
 
     @property
     def id(self) -> str:
@@ -36,7 +55,7 @@ class Cell:
 
     def to_dict(self) -> dict:
         return {"codec": self.codec, "setting": self.setting, "quality": self.quality,
-                "target_bpp": self.target_bpp}
+                "checkpoint": self.checkpoint, "target_bpp": self.target_bpp, "mode": self.mode}
 
 
 @dataclass
@@ -47,18 +66,33 @@ class AuditPlan:
     measures: list[str]  # measure names, without "bpp" (always recorded)
 
 
+def _check_setting(codec, name: str, value) -> None:
+    check = getattr(codec, "check_setting", None)
+    if check is not None:
+        check(value)  # raises a FairbitsError naming what is missing
+    elif value not in codec.settings:
+        lo, hi = min(codec.settings), max(codec.settings)
+        raise SpecError(f"codec {name!r}: quality {value} is outside its settings ({lo}..{hi})")
+
+
 def plan_cells(spec: AuditSpec) -> list[Cell]:
-    """The cells a spec asks for, in spec order; checks codecs and their settings."""
+    """The cells a spec asks for, in spec order; checks codecs, settings and modes."""
     cells: list[Cell] = []
     for c in spec.codecs:
-        codec_info(c.name)  # unknown name → SpecError
+        info = codec_info(c.name)  # unknown name → SpecError
         codec = get_codec(c.name)  # cannot run here → CodecUnavailable
-        for q in c.quality or []:
-            if q not in codec.settings:
-                lo, hi = min(codec.settings), max(codec.settings)
-                raise SpecError(f"codec {c.name!r}: quality {q} is outside its settings ({lo}..{hi})")
-            cells.append(Cell(c.name, quality=q))
-        cells += [Cell(c.name, target_bpp=float(t)) for t in c.target_bpp or []]
+        learned = info.kind != "classical"
+        mode = c.mode or ("fast" if learned else "exact")
+        if mode == "fast" and not hasattr(codec, "forward_batch"):
+            raise SpecError(f"codec {c.name!r} has no fast mode (only learned codecs do): use mode: exact")
+        if c.checkpoint and not learned:
+            raise SpecError(f"codec {c.name!r} takes `quality`, not `checkpoint`")
+        values = [f"zoo-q{q}" if learned else q for q in c.quality or []] + list(c.checkpoint or [])
+        for v in values:
+            _check_setting(codec, c.name, v)
+            cells.append(Cell(c.name, quality=v, mode=mode) if isinstance(v, int)
+                         else Cell(c.name, checkpoint=v, mode=mode))
+        cells += [Cell(c.name, target_bpp=float(t), mode="exact") for t in c.target_bpp or []]
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -22,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fairbits import __version__
 from fairbits.audit.plan import AuditPlan, Cell, plan_audit
 from fairbits.audit.store import RunStore
-from fairbits.codecs.base import Codec, Coded, get_codec
-from fairbits.codecs.ratesearch import search_rate
+from fairbits.audit.coding import check_sample, code_images
+from fairbits.codecs.base import Codec, get_codec
 from fairbits.data.images import fit_size, load_rgb, to_tensor
 from fairbits.errors import FairbitsError, ImageError
 from fairbits.measures.base import get_measure
@@ -106,15 +106,6 @@ def _load_original(path: str, max_pixels: int, size: int | None) -> np.ndarray |
         return f"{type(e).__name__}: {e}"
 
 
-def _code(codec: Codec, cell: Cell, image: np.ndarray, cache: dict, key: str) -> Coded | str:
-    try:
-        if cell.target_bpp is not None:
-            return search_rate(codec, image, cell.target_bpp, cache=cache, key=key)
-        return codec.code(image, cell.quality)
-    except Exception as e:
-        return f"coding failed: {type(e).__name__}: {e}"
-
-
 def _measure(measures: list[str], originals: list[np.ndarray], recons: list[np.ndarray],
              device: torch.device) -> dict[str, np.ndarray]:
     """Every measure column for images of one size, as float64 arrays of length N."""
@@ -130,46 +121,51 @@ def _measure(measures: list[str], originals: list[np.ndarray], recons: list[np.n
     return {col: np.concatenate(v) for col, v in parts.items()}
 
 
+CHECK_COLUMNS = ("exact_bpp", "rate_rel_error", "recon_max_diff")
+
+
 def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[str],
                columns: list[str], device: torch.device, pool: ThreadPoolExecutor,
-               cache: dict) -> pd.DataFrame:
+               cache: dict, checked: set[str] = frozenset()) -> pd.DataFrame:
     """Per-image rows of one cell for one batch of manifest rows (errors included)."""
     ids = list(batch["image_id"])
-    keys = [str(k) if isinstance(k, str) else i for k, i in zip(batch["checksum"], ids)]
-    jobs = {i: pool.submit(_code, codec, cell, originals[i], cache, k)
-            for i, k in zip(ids, keys) if not isinstance(originals[i], str)}
+    keys = {i: (k if isinstance(k, str) else i) for i, k in zip(ids, batch["checksum"])}
+    outcomes = code_images(cell, codec, ids, originals, keys, pool=pool, cache=cache,
+                           device=device, checked=checked)
     rows = []
     for i in ids:
-        res = jobs[i].result() if i in jobs else originals[i]
-        row = {"image_id": i, "codec": cell.codec, "setting": cell.setting,
-               "target_bpp": cell.target_bpp, "quality": np.nan, "num_bytes": np.nan,
-               "height": np.nan, "width": np.nan, **{c: np.nan for c in columns}, "error": None}
+        res = outcomes[i]
+        row = {"image_id": i, "codec": cell.codec, "setting": cell.setting, "mode": cell.mode,
+               "target_bpp": cell.target_bpp, "quality": np.nan, "checkpoint": cell.checkpoint,
+               "num_bytes": np.nan, "height": np.nan, "width": np.nan,
+               **{c: np.nan for c in columns}, **{c: np.nan for c in CHECK_COLUMNS}, "error": None}
         if isinstance(res, str):
             row["error"] = res
         else:
             h, w = res.recon.shape[:2]
-            row.update(quality=float(res.setting), num_bytes=res.num_bytes, height=h, width=w,
-                       bpp=res.bpp, _coded=res)
+            quality = float(res.setting) if isinstance(res.setting, (int, float)) else np.nan
+            row.update(quality=quality, num_bytes=res.num_bytes, height=h, width=w, bpp=res.bpp,
+                       **(res.check or {}))
         rows.append(row)
-    by_size: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if "_coded" in r:
-            by_size.setdefault(r["_coded"].recon.shape, []).append(r)
+    good = {i: o for i, o in outcomes.items() if not isinstance(o, str)}
+    by_size: dict[tuple, list[str]] = {}
+    for i, o in good.items():
+        by_size.setdefault(o.recon.shape, []).append(i)
+    index = {r["image_id"]: r for r in rows}
     for group in by_size.values():
         try:
-            vals = _measure(measures, [originals[r["image_id"]] for r in group],
-                            [r["_coded"].recon for r in group], device)
+            vals = _measure(measures, [originals[i] for i in group], [good[i].recon for i in group], device)
         except Exception as e:
-            for r in group:
-                r["error"] = f"measure failed: {type(e).__name__}: {e}"
+            for i in group:
+                index[i]["error"] = f"measure failed: {type(e).__name__}: {e}"
             continue
-        for k, r in enumerate(group):
-            r.update({c: float(v[k]) for c, v in vals.items()})
-    for r in rows:
-        r.pop("_coded", None)
+        for k, i in enumerate(group):
+            index[i].update({c: float(v[k]) for c, v in vals.items()})
     df = pd.DataFrame(rows)
-    df["target_bpp"] = df["target_bpp"].astype("float64")
-    df["error"] = df["error"].astype("object")
+    for c in ("target_bpp", "quality", "num_bytes", "height", "width", *CHECK_COLUMNS):
+        df[c] = df[c].astype("float64")
+    for c in ("error", "checkpoint"):
+        df[c] = df[c].astype("object")
     return df
 
 
@@ -193,6 +189,8 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
     manifest = plan.manifest
     todo = {c.id: store.done_ids(c.id) for c in plan.cells if not store.is_done(c.id)}
     total = sum(len(manifest) - len(done) for done in todo.values())
+    all_ids = list(manifest["image_id"])
+    checked = {c.id: check_sample(all_ids, c.id, spec.seed) for c in plan.cells if c.mode == "fast"}
     written = 0
     bs, ds = spec.batch_size, spec.dataset
     with ThreadPoolExecutor(spec.workers) as pool, _progress(progress) as bar:
@@ -209,7 +207,7 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
             cache: dict = {}
             for cell, b in pending:
                 rows = code_batch(cell, codecs[cell.codec], b, originals, plan.measures, columns,
-                                  device, pool, cache)
+                                  device, pool, cache, checked.get(cell.id, frozenset()))
                 store.append(cell.id, rows)
                 todo[cell.id].update(rows["image_id"])
                 bar.advance(task, len(rows))

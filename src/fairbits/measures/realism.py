@@ -1,0 +1,374 @@
+"""Realism per demographic group: how far reconstructions are, *as a distribution*, from
+the originals, in a feature space (see :mod:`fairbits.measures.features`).
+
+Two distances between a set of original features ``A`` ``(n, d)`` and reconstruction
+features ``B`` ``(m, d)``, both in squared feature units, lower is better, 0 for equal
+distributions:
+
+* **FD** (Fréchet distance of Gaussians fitted to A and B):
+  ``‖μa − μb‖² + Tr(Σa + Σb − 2 (Σa Σb)^½)``.
+* **KID** (kernel inception distance): unbiased estimate of the squared MMD with the
+  cubic polynomial kernel ``k(x, y) = (x·y / d + 1)³``, averaged over random subsets.
+
+These are not per-image measures and are not in the per-image registry.
+
+Storage. The runner saves features with :class:`FeatureStore`::
+
+    RUN_DIR/features/<extractor>/originals/part-000000.npz     ids (N,) + feats (N, d)
+    RUN_DIR/features/<extractor>/<cell_id>/part-000000.npz     one part per saved batch
+
+and at statistics time :func:`write_realism` writes ``RUN_DIR/realism.csv`` from
+:func:`realism_table`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from fairbits.errors import FairbitsError
+
+REALISM_COLUMNS = ("fd", "kid")
+HIGHER_IS_BETTER = {"fd": False, "kid": False}
+ALL_GROUP = "all"  # group label of the row over every image
+BY_GROUP_COLUMNS = ["group", "n", "fd", "kid", "kid_std", "kid_ci_low", "kid_ci_high"]
+TABLE_COLUMNS = ["codec", "setting", "extractor", "attribute", *BY_GROUP_COLUMNS]
+ORIGINALS = "originals"
+
+
+def _as_2d(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {a.shape}")
+    return a
+
+
+# --------------------------------------------------------------------------- FD
+def frechet_distance(feat_a, feat_b, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets.
+
+    Args:
+        feat_a: ``(n, d)`` features; feat_b: ``(m, d)`` features; ``n, m ≥ 2``.
+        eps: ridge ``eps·I`` added to both covariances if the first matrix square root
+            is not finite.
+    Returns:
+        FD in squared feature units (≥ 0; round-off below 0 is clipped).
+
+    Covariances use ``ddof=1``. With fewer samples than dimensions (``n < d``) the
+    covariances are singular; FD is still computed but is strongly biased upwards
+    (its expectation shrinks as ``n`` grows), so compare FDs only at equal ``n``.
+    """
+    a, b = _as_2d(feat_a, "feat_a"), _as_2d(feat_b, "feat_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature dims differ: {a.shape[1]} vs {b.shape[1]}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("frechet_distance needs at least 2 samples in each set")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a = np.atleast_2d(np.cov(a, rowvar=False))
+    cov_b = np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+    if not np.all(np.isfinite(covmean)):
+        ridge = eps * np.eye(len(cov_a))
+        covmean = scipy.linalg.sqrtm((cov_a + ridge) @ (cov_b + ridge))
+    if np.iscomplexobj(covmean):
+        imag = np.abs(covmean.imag).max()
+        if imag > 1e-3 * max(1.0, np.abs(covmean.real).max()):
+            warnings.warn(f"frechet_distance: sqrtm has a large imaginary part ({imag:.3g}); using the real part")
+        covmean = covmean.real
+    diff = mu_a - mu_b
+    fd = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean)
+    return float(max(fd, 0.0))
+
+
+# --------------------------------------------------------------------------- KID
+def _kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cubic polynomial kernel matrix ``(x·y/d + 1)³``: ``(n, d), (m, d) → (n, m)``."""
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def _mmd2_weighted(kxx, kyy, kxy, ca, cb) -> float:
+    """Unbiased MMD² from kernel matrices and per-row counts ``ca (n,)``, ``cb (m,)``.
+
+    Counts > 1 are bootstrap duplicates: pairs of copies of the same row are left out,
+    like the diagonal (so a duplicate never pairs with itself). With all counts 1 this
+    is the usual unbiased estimator.
+    """
+    na, nb = ca.sum(), cb.sum()
+    xx = (ca @ kxx @ ca - (ca * ca) @ np.diag(kxx)) / (na * na - ca @ ca)
+    yy = (cb @ kyy @ cb - (cb * cb) @ np.diag(kyy)) / (nb * nb - cb @ cb)
+    xy = ca @ kxy @ cb / (na * nb)
+    return float(xx + yy - 2.0 * xy)
+
+
+def mmd2_unbiased(feat_a, feat_b) -> float:
+    """Unbiased MMD² with the cubic kernel over the whole sets: ``(n, d), (m, d) → float``."""
+    a, b = _as_2d(feat_a, "feat_a"), _as_2d(feat_b, "feat_b")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("MMD² needs at least 2 samples in each set")
+    return _mmd2_weighted(_kernel(a, a), _kernel(b, b), _kernel(a, b), np.ones(len(a)), np.ones(len(b)))
+
+
+def _subset_size(n: int, m: int, subset_size: int | None) -> int:
+    s = min(subset_size or 1000, n, m)
+    if s < 2:
+        raise ValueError("KID needs at least 2 samples in each set")
+    return s
+
+
+def kid(feat_a, feat_b, subset_size: int | None = None, n_subsets: int = 100, seed: int = 0) -> tuple[float, float]:
+    """Kernel inception distance between ``feat_a (n, d)`` and ``feat_b (m, d)``.
+
+    Each of ``n_subsets`` rounds draws ``s = min(subset_size or 1000, n, m)`` rows of
+    each set without replacement and computes the unbiased MMD² (cubic kernel). When
+    ``s`` equals both ``n`` and ``m`` every round is the whole sets, so one exact value
+    is returned with std 0.
+
+    Returns:
+        ``(mean, std)`` of the per-subset estimates (squared feature units; the mean
+        can be slightly negative when the distributions are equal).
+    """
+    a, b = _as_2d(feat_a, "feat_a"), _as_2d(feat_b, "feat_b")
+    s = _subset_size(len(a), len(b), subset_size)
+    if s == len(a) == len(b):
+        return mmd2_unbiased(a, b), 0.0
+    rng = np.random.default_rng(seed)
+    est = np.array([mmd2_unbiased(a[rng.choice(len(a), s, replace=False)], b[rng.choice(len(b), s, replace=False)])
+                    for _ in range(n_subsets)])
+    return float(est.mean()), float(est.std(ddof=1) if len(est) > 1 else 0.0)
+
+
+def kid_ci(feat_a, feat_b, *, ci: float = 0.95, n_boot: int = 200, paired: bool = False, seed: int = 0,
+           max_n: int = 4000) -> tuple[float, float]:
+    """Percentile **bootstrap** interval for the whole-set unbiased MMD² (cubic kernel).
+
+    Rows of ``feat_a (n, d)`` and ``feat_b (m, d)`` are resampled with replacement
+    (``paired=True``, needing ``n == m``: the same indices for both, as for originals
+    and their own reconstructions); in each replicate, pairs formed by two copies of the
+    same row are excluded like the diagonal, so duplicates add no self-similarity bias.
+    Sets larger than ``max_n`` are first subsampled (without replacement) to ``max_n``
+    to bound memory (three ``max_n²`` kernel matrices).
+
+    Returns:
+        ``(low, high)``; NaN if ``n_boot == 0`` or a set has fewer than 2 rows.
+    """
+    a, b = _as_2d(feat_a, "feat_a"), _as_2d(feat_b, "feat_b")
+    if n_boot <= 0 or len(a) < 2 or len(b) < 2:
+        return float("nan"), float("nan")
+    if paired and len(a) != len(b):
+        raise ValueError("paired bootstrap needs sets of equal size")
+    rng = np.random.default_rng(seed)
+    if max(len(a), len(b)) > max_n:
+        ia = rng.choice(len(a), min(len(a), max_n), replace=False)
+        ib = ia if paired else rng.choice(len(b), min(len(b), max_n), replace=False)
+        a, b = a[ia], b[ib]
+    kxx, kyy, kxy = _kernel(a, a), _kernel(b, b), _kernel(a, b)
+    n, m = len(a), len(b)
+    draws = np.empty(n_boot)
+    for r in range(n_boot):
+        ca = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        cb = ca if paired else np.bincount(rng.integers(0, m, m), minlength=m).astype(np.float64)
+        if (ca > 0).sum() < 2 or (cb > 0).sum() < 2:
+            draws[r] = np.nan
+            continue
+        draws[r] = _mmd2_weighted(kxx, kyy, kxy, ca, cb)
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.nanquantile(draws, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------- per group
+def _seed_for(seed: int, *key) -> int:
+    """A stable per-key seed (independent of Python's hash randomisation)."""
+    return int(np.random.SeedSequence([int(seed), zlib.crc32("\x1f".join(map(str, key)).encode())]).generate_state(1)[0])
+
+
+def _row(group, a: np.ndarray, b: np.ndarray, *, seed: int, n_boot: int, ci: float,
+         subset_size: int | None, n_subsets: int) -> dict:
+    n = len(a)
+    if n < 2:
+        return {"group": group, "n": n, "fd": np.nan, "kid": np.nan, "kid_std": np.nan,
+                "kid_ci_low": np.nan, "kid_ci_high": np.nan}
+    s = _seed_for(seed, group)
+    k_mean, k_std = kid(a, b, subset_size=subset_size, n_subsets=n_subsets, seed=s)
+    low, high = kid_ci(a, b, ci=ci, n_boot=n_boot, paired=True, seed=s + 1)
+    return {"group": group, "n": n, "fd": frechet_distance(a, b), "kid": k_mean, "kid_std": k_std,
+            "kid_ci_low": low, "kid_ci_high": high}
+
+
+def realism_by_group(orig_feats, recon_feats, groups, *, seed: int = 0, n_boot: int = 200, ci: float = 0.95,
+                     subset_size: int | None = None, n_subsets: int = 100) -> pd.DataFrame:
+    """FD and KID between originals and reconstructions, per group and overall.
+
+    Args:
+        orig_feats: ``(n, d)`` features of the originals; recon_feats: ``(n, d)``
+            features of their reconstructions, row ``i`` from the same image as row ``i``.
+        groups: ``(n,)`` group label of each image; missing labels (None/NaN) count only
+            in the ``"all"`` row.
+        n_boot: bootstrap replicates for the KID interval (paired over images; 0 → NaN).
+    Returns:
+        DataFrame with columns ``group, n, fd, kid, kid_std, kid_ci_low, kid_ci_high``:
+        first the ``"all"`` row, then one row per group in sorted order. Groups with
+        fewer than 2 images get NaN values.
+    """
+    a, b = _as_2d(orig_feats, "orig_feats"), _as_2d(recon_feats, "recon_feats")
+    g = pd.Series(np.asarray(groups, dtype=object))
+    if a.shape != b.shape or len(g) != len(a):
+        raise ValueError(f"shapes differ: orig {a.shape}, recon {b.shape}, groups ({len(g)},)")
+    kw = dict(seed=seed, n_boot=n_boot, ci=ci, subset_size=subset_size, n_subsets=n_subsets)
+    rows = [_row(ALL_GROUP, a, b, **kw)]
+    valid = g.notna().to_numpy()
+    for label in sorted(g[valid].unique(), key=str):
+        mask = valid & (g == label).to_numpy()
+        rows.append(_row(label, a[mask], b[mask], **kw))
+    return pd.DataFrame(rows, columns=BY_GROUP_COLUMNS)
+
+
+# --------------------------------------------------------------------------- storage
+class FeatureStore:
+    """Features of one run and one extractor, appended batch by batch.
+
+    Layout: ``RUN_DIR/features/<extractor>/<key>/part-NNNNNN.npz`` where ``key`` is
+    ``"originals"`` or a cell id (``<codec>__<setting>``); each part holds ``ids``
+    (``(k,)`` str) and ``feats`` (``(k, d)`` float32). A part becomes visible only
+    through ``os.replace`` of a finished temporary file, so a killed run leaves whole
+    parts or nothing.
+    """
+
+    def __init__(self, run_dir: str | Path, extractor_name: str):
+        self.root = Path(run_dir) / "features" / extractor_name
+        self.extractor = extractor_name
+
+    def key_dir(self, key: str) -> Path:
+        if not key or "/" in key or "\\" in key or key.startswith("."):
+            raise ValueError(f"bad feature key {key!r}")
+        return self.root / key
+
+    def parts(self, key: str) -> list[Path]:
+        d = self.key_dir(key)
+        return sorted(d.glob("part-*.npz")) if d.is_dir() else []
+
+    def keys(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+
+    def save(self, key: str, image_ids: Sequence[str], feats) -> Path:
+        """Append one part: ``image_ids (k,)`` and ``feats (k, d)``. Returns its path."""
+        ids = np.asarray([str(i) for i in image_ids], dtype=str)
+        f = np.asarray(feats, dtype=np.float32)
+        if f.ndim != 2 or len(f) != len(ids):
+            raise ValueError(f"feats must be (len(image_ids), d); got {f.shape} for {len(ids)} ids")
+        existing = self.parts(key)
+        n = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        path = self.key_dir(key) / f"part-{n:06d}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, ids=ids, feats=f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def load(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """All parts of ``key`` in order: ``(ids (N,) str, feats (N, d) float32)``.
+
+        An id saved twice (a resumed batch) keeps its last features.
+        Raises FairbitsError if nothing was saved under ``key``.
+        """
+        parts = self.parts(key)
+        if not parts:
+            raise FairbitsError(f"no {self.extractor!r} features for {key!r} under {self.root}")
+        ids, feats = [], []
+        for p in parts:
+            with np.load(p, allow_pickle=False) as z:
+                ids.append(z["ids"].astype(str))
+                feats.append(z["feats"].astype(np.float32))
+        ids_all, feats_all = np.concatenate(ids), np.concatenate(feats)
+        _, last = np.unique(ids_all[::-1], return_index=True)
+        if len(last) < len(ids_all):  # keep the last copy of each id (ordered by that copy)
+            keep = np.sort(len(ids_all) - 1 - last)
+            ids_all, feats_all = ids_all[keep], feats_all[keep]
+        return ids_all, feats_all
+
+
+# --------------------------------------------------------------------------- run tables
+def _lookup(features, key: str):
+    if isinstance(features, FeatureStore):
+        return features.load(key) if features.parts(key) else None
+    return features.get(key)
+
+
+def realism_table(results: pd.DataFrame, features: Mapping[str, tuple] | FeatureStore, group_cols: Sequence[str],
+                  *, extractor: str = "", seed: int = 0, n_boot: int = 200, ci: float = 0.95,
+                  subset_size: int | None = None, n_subsets: int = 100) -> pd.DataFrame:
+    """Realism rows for every cell and attribute of a run.
+
+    Args:
+        results: per-image rows with ``image_id, codec, setting``, the ``group_cols``
+            and optionally ``error`` (rows with an error are left out).
+        features: ``{"originals": (ids, feats), "<codec>__<setting>": (ids, feats), ...}``
+            (``ids (N,)``, ``feats (N, d)``) or a :class:`FeatureStore`.
+        group_cols: attribute columns, e.g. ``["race", "gender"]``.
+    Returns:
+        DataFrame with columns :data:`TABLE_COLUMNS` (``codec, setting, extractor,
+        attribute, group, n, fd, kid, kid_std, kid_ci_low, kid_ci_high``), one row per
+        (cell, attribute, group) plus an ``"all"`` row per (cell, attribute). Images
+        are those of the cell with original and reconstruction features and no error.
+        Cells without stored features are skipped.
+    """
+    missing = [c for c in ("image_id", "codec", "setting", *group_cols) if c not in results.columns]
+    if missing:
+        raise FairbitsError(f"results have no column(s) {missing}")
+    orig = _lookup(features, ORIGINALS)
+    if orig is None:
+        raise FairbitsError("no features of the originals (key 'originals')")
+    orig_index = pd.Series(np.arange(len(orig[0])), index=pd.Index(np.asarray(orig[0]).astype(str)))
+    orig_index = orig_index[~orig_index.index.duplicated(keep="last")]
+    ok = results
+    if "error" in ok.columns:
+        err = ok["error"]
+        ok = ok[~(err.notna() & (err.astype(str).str.strip() != ""))]
+    frames = []
+    for (codec, setting), cell in ok.groupby(["codec", "setting"], sort=False):
+        rec = _lookup(features, f"{codec}__{setting}")
+        if rec is None:
+            continue
+        rec_index = pd.Series(np.arange(len(rec[0])), index=pd.Index(np.asarray(rec[0]).astype(str)))
+        rec_index = rec_index[~rec_index.index.duplicated(keep="last")]
+        ids = cell["image_id"].astype(str)
+        keep = ids.isin(orig_index.index) & ids.isin(rec_index.index)
+        cell, ids = cell[keep.to_numpy()], ids[keep]
+        a = np.asarray(orig[1])[orig_index[ids].to_numpy()]
+        b = np.asarray(rec[1])[rec_index[ids].to_numpy()]
+        for col in group_cols:
+            t = realism_by_group(a, b, cell[col].to_numpy(), seed=_seed_for(seed, codec, setting, col),
+                                 n_boot=n_boot, ci=ci, subset_size=subset_size, n_subsets=n_subsets)
+            t.insert(0, "attribute", col)
+            t.insert(0, "extractor", extractor)
+            t.insert(0, "setting", setting)
+            t.insert(0, "codec", codec)
+            frames.append(t)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TABLE_COLUMNS)
+
+
+def write_realism(run_dir: str | Path, results_df: pd.DataFrame, group_cols: Sequence[str], extractor_name: str,
+                  seed: int = 0, n_boot: int = 200, ci: float = 0.95) -> Path:
+    """Compute :func:`realism_table` from ``RUN_DIR/features/<extractor_name>`` and write
+    ``RUN_DIR/realism.csv`` atomically. Returns the path."""
+    run_dir = Path(run_dir)
+    table = realism_table(results_df, FeatureStore(run_dir, extractor_name), group_cols,
+                          extractor=extractor_name, seed=seed, n_boot=n_boot, ci=ci)
+    path = run_dir / "realism.csv"
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
