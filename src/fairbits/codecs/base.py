@@ -119,3 +119,4 @@ def _load_builtins() -> None:
         return
     _Builtins.loaded = True
     from fairbits.codecs import classical  # noqa: F401  (registers on import)
+    from fairbits.codecs import learned  # noqa: F401  (registers one codec per architecture)

@@ -352,7 +352,7 @@ def render_report(run_dir: str | Path, results: pd.DataFrame, manifest: pd.DataF
     ctx = ReportContext(run_dir, results, manifest if manifest is not None else pd.DataFrame(), run_info or {},
                         summary, bias, pairwise, run_dir / "figures")
     built = []
-    for item in [*(sections if sections is not None else DEFAULT_SECTIONS), *extra_sections]:
+    for item in [*(sections if sections is not None else _builtin_sections()), *extra_sections]:
         section = item if isinstance(item, Section) else item(ctx)
         if section is not None:
             built.append(section)
@@ -365,6 +365,13 @@ def render_report(run_dir: str | Path, results: pd.DataFrame, manifest: pd.DataF
     tmp.write_text(_page(header_html(ctx), built, footer, f"fairbits report: {title}"), encoding="utf-8")
     tmp.replace(out)
     return out
+
+
+def _builtin_sections() -> list[SectionBuilder]:
+    from fairbits.report.checks import fast_check_section
+
+    *body, reading = DEFAULT_SECTIONS  # the reading guide stays last
+    return [*body, fast_check_section, reading]
 
 
 def write_report(run_dir: str | Path, *, extra_sections: Iterable[SectionBuilder | Section] = ()) -> Path:

@@ -1,0 +1,130 @@
+"""``fairbits train-codec``: train learned codecs from the command line.
+
+The main CLI calls :func:`register` to add the command. ``--data`` names a YAML file
+whose top level is either a dataset mapping (``reader``, ``path``, reader options, ``size``…)
+or a whole audit spec with a ``dataset:`` key; relative paths are read from the YAML
+file's folder. A :class:`~fairbits.errors.FairbitsError` is printed and ends the command
+with exit status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+from fairbits.errors import FairbitsError, SpecError
+from fairbits.spec import DatasetSpec
+
+
+def load_training_data(path: str | Path) -> DatasetSpec:
+    """The dataset of a training data YAML (a dataset mapping or an audit spec's ``dataset:``).
+
+    Raises:
+        SpecError: missing file, invalid YAML, or an invalid dataset mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"data file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"{p} is not valid YAML: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("dataset"), dict):
+        data = data["dataset"]
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: expected a dataset mapping (reader, path, ...) or a spec with `dataset:`")
+    try:
+        ds = DatasetSpec.model_validate(data)
+    except ValidationError as e:
+        where = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
+        raise SpecError(f"{p}: invalid dataset: {where}") from None
+    if not ds.path.is_absolute():
+        ds.path = (p.parent / ds.path).resolve()
+    return ds
+
+
+def _fail(e: FairbitsError) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def train_codec_cmd(
+    arch: str = typer.Option(..., "--arch", help="architecture (see `fairbits codecs`)"),
+    lmbda: list[float] = typer.Option(..., "--lmbda", help="λ (repeat for a sweep: one model per λ)"),
+    data: Path = typer.Option(..., "--data", help="YAML: a dataset mapping or an audit spec with `dataset:`"),
+    steps: int = typer.Option(..., "--steps", help="optimisation steps per model"),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="checkpoint file (.pt) for one λ, or a folder (<arch>-l<λ>.pt per λ)"),
+    sampler: str = typer.Option("natural", help="natural | balanced:<column> | mix:<column>=80/15/5"),
+    group_mix: Optional[str] = typer.Option(None, "--group-mix",
+                                            help="cut the training set to this group mix first, e.g. 80/15/5"),
+    mix_column: str = typer.Option("skin_group", "--mix-column", help="column of --group-mix"),
+    train_size: Optional[int] = typer.Option(None, "--train-size", help="images kept by --group-mix"),
+    size: Optional[int] = typer.Option(None, help="override the dataset's resize+crop size"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    patch: int = typer.Option(256, help="random crop side in pixels (multiple of 64)"),
+    lr: float = typer.Option(1e-4),
+    aux_lr: float = typer.Option(1e-3, "--aux-lr"),
+    distortion: str = typer.Option("mse", help="mse | ms-ssim"),
+    n_ch: Optional[int] = typer.Option(None, "--n-ch", help="width N (default: the zoo's at --quality)"),
+    m_ch: Optional[int] = typer.Option(None, "--m-ch", help="width M"),
+    quality: int = typer.Option(1, help="zoo quality whose widths are the default"),
+    realism_weight: Optional[float] = typer.Option(None, "--realism-weight",
+                                                   help="β of the GAN term (generative; default 0.15)"),
+    perceptual_weight: Optional[float] = typer.Option(None, "--perceptual-weight",
+                                                      help="default 1.0 for generative, else 0"),
+    perceptual: str = typer.Option("ms-ssim", help="ms-ssim (proxy) | lpips (needs lpips + AlexNet weights)"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    amp: bool = typer.Option(False, help="bfloat16 autocast for g_a/g_s only"),
+    log_every: int = typer.Option(50, "--log-every"),
+    ckpt_every: int = typer.Option(1000, "--ckpt-every"),
+    resume: bool = typer.Option(True, help="continue from <out>.train.pt when present"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+):
+    """Train a learned codec per λ on a dataset, with natural, balanced or mixed sampling."""
+    try:
+        paths = _run(arch, lmbda, data, out, dict(
+            steps=steps, sampler=sampler, mix=group_mix, mix_column=mix_column,
+            train_size=train_size, size=size, batch_size=batch_size, patch=patch, lr=lr,
+            aux_lr=aux_lr, distortion=distortion, N=n_ch, M=m_ch, quality=quality,
+            realism_weight=realism_weight, perceptual_weight=perceptual_weight,
+            perceptual=perceptual, seed=seed, device=device, amp=amp, log_every=log_every,
+            ckpt_every=ckpt_every, resume=resume, progress=progress))
+    except FairbitsError as e:
+        _fail(e)
+    for p in paths:
+        print(p)
+
+
+def _run(arch: str, lmbdas: list[float], data: Path, out: Path, kwargs: dict) -> list[Path]:
+    """Validate the cheap things first, then train (one file or a sweep folder)."""
+    from fairbits.codecs.architectures import architecture
+    from fairbits.codecs.training import train_codec, train_sweep
+
+    architecture(arch)
+    if any(not (l > 0) for l in lmbdas):
+        raise SpecError(f"--lmbda values must be > 0, got {lmbdas}")
+    if kwargs["train_size"] is not None and kwargs["mix"] is None:
+        raise SpecError("--train-size only applies with --group-mix")
+    ds = load_training_data(data)
+    as_file = out.suffix in (".pt", ".pth")
+    if len(lmbdas) > 1 and as_file:
+        raise SpecError(f"{len(lmbdas)} λ values train {len(lmbdas)} models: --out must be a folder, not {out}")
+    if as_file:
+        return [train_codec(arch, lmbdas[0], ds, out=out, **kwargs)]
+    return train_sweep(arch, lmbdas, ds, out_dir=out, **kwargs)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train-codec`` to ``app``."""
+    app.command("train-codec")(train_codec_cmd)
+
+
+__all__ = ["register", "load_training_data", "train_codec_cmd"]

@@ -1,0 +1,472 @@
+"""Learned codecs (CompressAI and the generative ones) behind the :class:`Codec` protocol.
+
+One :class:`LearnedCodec` is registered per architecture in
+:func:`~fairbits.codecs.architectures.architecture_names` (name = architecture name,
+kind = its kind). A *setting* is a checkpoint, given as a string:
+
+* a built-in key: ``src/fairbits/weights/<arch>/<key>.pt`` shipped with the package
+  (optional ``<key>.json`` beside it; its top-level ``"bpp"`` number orders the keys);
+* ``zoo-q1`` .. ``zoo-q8`` (``-q6`` for cheng2020): CompressAI's pretrained MSE weights,
+  usable only when the file is already in the torch hub cache
+  (``torch.hub.get_dir()/checkpoints/``) since nothing is downloaded here;
+* a path to a checkpoint file (contains a path separator or ends in ``.pt``, ``.pth``,
+  ``.pth.tar`` or ``.tar``): a fairbits checkpoint (:func:`save_checkpoint`) or a
+  CompressAI state dict (plain, or ``{"state_dict": ...}`` as CompressAI's training
+  script saves it), widths read from the tensor shapes.
+
+``settings`` lists the built-in keys (ascending measured bpp) then the cached zoo
+qualities (ascending); the two families are on different rate scales, so
+``builtin_settings`` and ``zoo_settings`` are also given separately for rate searches.
+
+Inference modes:
+
+* exact, :meth:`LearnedCodec.code`: real entropy coding on CPU. The image is padded on
+  the right and bottom to a multiple of the model's ``downsampling_factor`` (64 for the
+  hyperprior models) by **replicating** the edge pixels (fewer bits and milder edge
+  artefacts than zeros), coded with ``model.compress``, packed into one bytes object
+  (:mod:`fairbits.codecs.bitstream`), decoded from those bytes with
+  ``model.decompress`` and cropped back. ``bpp`` counts every byte, header included.
+* fast, :meth:`LearnedCodec.forward_batch`: a batched forward pass on any device, no
+  entropy coding; rate is ``-sum(log2 likelihoods)`` over all latents per image.
+* exact in parallel, :class:`ExactPool` / :func:`code_many`: worker processes (spawn).
+
+Checkpoints are always read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models import FactorizedPrior, JointAutoregressiveHierarchicalPriors
+from torch import nn
+
+from fairbits.codecs import bitstream
+from fairbits.codecs.architectures import architecture, architecture_names, build_model
+from fairbits.codecs.base import Coded, get_codec, register
+from fairbits.data.images import to_tensor, to_uint8
+from fairbits.errors import CodecUnavailable, SpecError
+
+FORMAT = "fairbits-codec/1"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar")
+ZOO_PREFIX = "zoo-q"
+AR_MAX_ITERS = 32  # fixed-point passes for autoregressive models in the fast path
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _entropy_key(key: str, model: nn.Module) -> bool:
+    """True for state-dict entries of entropy models (kept float32: they define the CDFs)."""
+    prefixes = [n + "." for n, m in model.named_modules()
+                if isinstance(m, (EntropyBottleneck, GaussianConditional))]
+    return any(key.startswith(p) for p in prefixes)
+
+
+def save_checkpoint(model: nn.Module, arch: str, path: str | Path, meta: dict | None = None,
+                    fp16: bool = True) -> Path:
+    """Write ``model`` as a fairbits checkpoint.
+
+    Calls ``model.update(force=True)`` first so the integer CDF tables are stored. With
+    ``fp16``, floating tensors are stored as float16 except those of the entropy models
+    (``EntropyBottleneck``/``GaussianConditional``), which stay float32 so the stored
+    CDFs match their parameters exactly. ``meta`` must hold only plain values (str, int,
+    float, bool, lists, dicts): it is read back with ``weights_only=True``.
+
+    File content: ``{"format": "fairbits-codec/1", "arch", "N", "M", "state_dict", "meta"}``.
+    """
+    architecture(arch)  # unknown name -> SpecError
+    model.update(force=True)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if fp16 and v.is_floating_point() and not _entropy_key(k, model):
+            v = v.half()
+        state[k] = v.clone()
+    N = int(model.N)
+    obj = {"format": FORMAT, "arch": arch, "N": N, "M": int(getattr(model, "M", N)),
+           "state_dict": state, "meta": dict(meta or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+    return path
+
+
+def _model_class(arch: str) -> type:
+    return type(build_model(arch, 16, 16))
+
+
+def _needs_update(model: nn.Module) -> bool:
+    for m in model.modules():
+        if isinstance(m, (EntropyBottleneck, GaussianConditional)) and m._quantized_cdf.numel() == 0:
+            return True
+        if isinstance(m, GaussianConditional) and m.scale_table.numel() == 0:
+            return True
+    return False
+
+
+def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict]:
+    """Load a fairbits checkpoint or a CompressAI state dict → ``(model in eval mode, meta)``.
+
+    Floating tensors are cast to float32; integer buffers (CDF tables) keep their type.
+    ``arch`` is required for a CompressAI state dict (it does not name its architecture)
+    and, if given, must match a fairbits checkpoint's. CDF tables are computed
+    (``update(force=True)``) only when the file lacks them.
+
+    Raises:
+        SpecError: missing file, wrong architecture, or not a checkpoint.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SpecError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for disallowed objects, or a corrupt file
+        raise SpecError(f"cannot read checkpoint {path} (only tensors and plain values are "
+                        f"accepted): {e}") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if arch is not None and obj["arch"] != arch:
+            raise SpecError(f"checkpoint {path} is for {obj['arch']!r}, not {arch!r}")
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
+        model = build_model(obj["arch"], int(obj["N"]), int(obj["M"]))
+        model.load_state_dict(state)
+        meta = dict(obj.get("meta") or {})
+        meta.setdefault("arch", obj["arch"])
+    else:
+        if arch is None:
+            raise SpecError(f"{path} is not a fairbits checkpoint; a CompressAI state dict needs "
+                            "its architecture name")
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise SpecError(f"{path} is neither a fairbits checkpoint nor a state dict of tensors")
+        from compressai.zoo.pretrained import load_pretrained  # renames old/DataParallel keys
+
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_pretrained(obj).items()}
+        cls = _model_class(arch)
+        if not hasattr(cls, "from_state_dict"):
+            raise SpecError(f"cannot infer the widths of a {arch} state dict")
+        try:
+            model = cls.from_state_dict(state)
+        except (KeyError, RuntimeError) as e:
+            raise SpecError(f"{path} is not a {arch} state dict: {e}") from None
+        meta = {"arch": arch, "format": "compressai"}
+    if _needs_update(model):
+        model.update(force=True)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, meta
+
+
+# ---------------------------------------------------------------- settings
+
+def _zoo_urls(arch: str) -> dict[int, str]:
+    """CompressAI's MSE weight URLs for ``arch`` by quality (empty if it has none)."""
+    zoo_name = architecture(arch).zoo_name
+    if zoo_name is None:
+        return {}
+    from compressai.zoo.image import model_urls
+
+    return dict(model_urls.get(zoo_name, {}).get("mse", {}))
+
+
+def zoo_file(arch: str, quality: int) -> tuple[Path, str]:
+    """``(path in the torch hub cache, URL)`` of a zoo checkpoint."""
+    url = _zoo_urls(arch)[quality]
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def builtin_checkpoints(arch: str, weights_dir: str | Path | None = None) -> list[tuple[str, Path, float | None]]:
+    """``(key, path, bpp or None)`` of the shipped checkpoints, ascending bpp (unknown last)."""
+    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR / arch
+    found = []
+    for p in sorted(d.glob("*.pt")) if d.is_dir() else []:
+        bpp = None
+        side = p.with_suffix(".json")
+        if side.is_file():
+            try:
+                value = json.loads(side.read_text()).get("bpp")
+                bpp = float(value) if value is not None else None
+            except (ValueError, TypeError, AttributeError):
+                bpp = None
+        found.append((p.stem, p, bpp))
+    return sorted(found, key=lambda t: (t[2] is None, t[2] or 0.0, t[0]))
+
+
+def _is_path(setting: str) -> bool:
+    return (os.sep in setting or "/" in setting or (os.altsep or "/") in setting
+            or setting.lower().endswith(CHECKPOINT_SUFFIXES))
+
+
+def learned_settings_summary(name: str) -> str:
+    """Which settings of codec ``name`` exist here, e.g. ``"built-in: 2, zoo: none of 8 cached"``."""
+    builtin = builtin_checkpoints(name)
+    urls = _zoo_urls(name)
+    cached = [q for q in urls if zoo_file(name, q)[0].is_file()]
+    if not urls:
+        zoo = "zoo: no CompressAI weights"
+    elif not cached:
+        zoo = f"zoo: none of {len(urls)} cached"
+    else:
+        zoo = f"zoo: {len(cached)} of {len(urls)} cached"
+    return f"built-in: {len(builtin)}, {zoo}; any checkpoint path"
+
+
+# ---------------------------------------------------------------- the codec
+
+def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad ``(N, 3, H, W)`` on the right and bottom to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def _multiple(model: nn.Module) -> int:
+    return int(getattr(model, "downsampling_factor", 64))
+
+
+def _n_streams(model: nn.Module) -> int:
+    return 1 if isinstance(model, FactorizedPrior) else 2
+
+
+def _ar_forward(model: JointAutoregressiveHierarchicalPriors, x: torch.Tensor,
+                max_iters: int = AR_MAX_ITERS) -> dict:
+    """Batched eval forward of a context-model codec that decodes like its entropy decoder.
+
+    The serial decoder sets ``y_hat = round(y - mu) + mu`` where ``mu`` comes from the
+    already decoded neighbours; CompressAI's ``forward`` instead decodes ``round(y)``.
+    Here ``y_hat`` is found as the fixed point of that causal map by whole-tensor
+    passes, starting from ``round(y)``: each pass recomputes ``mu`` from the current
+    ``y_hat``. Because the context is causal the iteration reaches the decoder's values
+    in finitely many passes (usually a few); it stops when nothing changes or after
+    ``max_iters`` passes. Likelihoods use the final ``(scale, mu)``.
+    """
+    y = model.g_a(x)
+    z = model.h_a(y)
+    z_hat, z_likelihoods = model.entropy_bottleneck(z)
+    params = model.h_s(z_hat)
+    gc = model.gaussian_conditional
+    y_hat = torch.round(y)
+    for _ in range(max_iters):
+        ctx = model.context_prediction(y_hat)
+        scales, means = model.entropy_parameters(torch.cat((params, ctx), dim=1)).chunk(2, 1)
+        new = gc.quantize(y, "dequantize", means)
+        done = torch.equal(new, y_hat)
+        y_hat = new
+        if done:
+            break
+    _, y_likelihoods = gc(y, scales, means=means)
+    return {"x_hat": model.g_s(y_hat), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+
+class LearnedCodec:
+    """A learned codec (one architecture) whose settings are checkpoints.
+
+    Attributes:
+        name: architecture / registry name.
+        kind: "learned" or "generative".
+        settings: built-in keys (ascending bpp) then cached ``zoo-qK`` (ascending K).
+        builtin_settings, zoo_settings: the two families separately.
+    """
+
+    def __init__(self, name: str, weights_dir: str | Path | None = None):
+        arch = architecture(name)
+        self.name = name
+        self.kind = arch.kind
+        self.autoregressive = arch.autoregressive
+        self._builtin = {k: p for k, p, _ in builtin_checkpoints(name, weights_dir)}
+        self.builtin_settings = tuple(self._builtin)
+        self.zoo_settings = tuple(f"{ZOO_PREFIX}{q}" for q in sorted(_zoo_urls(name))
+                                  if zoo_file(name, q)[0].is_file())
+        self.settings = self.builtin_settings + self.zoo_settings
+        self._models: dict[tuple[str, str], nn.Module] = {}
+
+    # -- settings → checkpoint files
+
+    def checkpoint_path(self, setting: Any) -> Path:
+        """The file behind ``setting``.
+
+        Raises:
+            SpecError: unknown setting or missing checkpoint path.
+            CodecUnavailable: a zoo setting whose weights are not in the torch hub cache.
+        """
+        s = str(setting)
+        if s in self._builtin:
+            return self._builtin[s]
+        if s.startswith(ZOO_PREFIX) and s[len(ZOO_PREFIX):].isdigit():
+            q = int(s[len(ZOO_PREFIX):])
+            urls = _zoo_urls(self.name)
+            if q not in urls:
+                have = f"zoo-q{min(urls)}..zoo-q{max(urls)}" if urls else "none"
+                raise SpecError(f"{self.name}: CompressAI has no weights for {s} (available: {have})")
+            path, url = zoo_file(self.name, q)
+            if not path.is_file():
+                raise CodecUnavailable(
+                    f"{self.name} {s}: the CompressAI weights are not cached here and cannot be "
+                    f"downloaded (no network). Missing file: {path} (from {url}). Download it "
+                    f"elsewhere and place it at that path (torch hub cache), or pass the "
+                    f"downloaded file's path as the setting.")
+            return path
+        if isinstance(setting, Path) or _is_path(s):
+            p = Path(s).expanduser()
+            if not p.is_file():
+                raise SpecError(f"{self.name}: checkpoint file not found: {p}")
+            return p
+        known = ", ".join(self.settings) or "none here"
+        raise SpecError(f"{self.name}: unknown setting {s!r}; built-in/cached settings: {known}; "
+                        f"or give a checkpoint path")
+
+    def model(self, setting: Any, device: str | torch.device = "cpu") -> nn.Module:
+        """The model for ``setting`` on ``device``, loaded once and cached (eval mode)."""
+        dev = torch.device(device)
+        key = (str(setting), str(dev))
+        if key not in self._models:
+            cpu_key = (str(setting), "cpu")
+            if cpu_key not in self._models:
+                self._models[cpu_key], _ = load_checkpoint(self.checkpoint_path(setting), arch=self.name)
+            if dev.type != "cpu":
+                self._models[key] = copy.deepcopy(self._models[cpu_key]).to(dev)
+        return self._models[key]
+
+    # -- exact
+
+    @torch.no_grad()
+    def code(self, image: np.ndarray, setting: Any) -> Coded:
+        """Encode ``uint8 (H, W, 3)`` with real entropy coding (CPU) and decode the bytes."""
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"{self.name}: expected uint8 (H, W, 3), got shape {image.shape}")
+        model = self.model(setting)
+        h, w = image.shape[:2]
+        x = _pad(to_tensor(image), _multiple(model))
+        out = model.compress(x)
+        f = _multiple(model)
+        if tuple(out["shape"]) != (x.shape[2] // f, x.shape[3] // f):
+            raise RuntimeError(f"{self.name}: unexpected latent shape {tuple(out['shape'])}")
+        data = bitstream.pack(h, w, [s[0] for s in out["strings"]])
+        recon = self._decode(model, data)
+        return Coded(data=data, recon=recon, setting=setting)
+
+    @torch.no_grad()
+    def decode(self, data: bytes, setting: Any) -> np.ndarray:
+        """Decode a bitstream made by :meth:`code` at ``setting`` → ``uint8 (H, W, 3)``."""
+        return self._decode(self.model(setting), data)
+
+    def _decode(self, model: nn.Module, data: bytes) -> np.ndarray:
+        h, w, streams = bitstream.unpack(data, _n_streams(model))
+        f = _multiple(model)
+        shape = (-(-h // f), -(-w // f))
+        x_hat = model.decompress([[s] for s in streams], shape)["x_hat"]
+        return to_uint8(x_hat[..., :h, :w])[0]
+
+    # -- fast
+
+    @torch.no_grad()
+    def forward_batch(self, images: torch.Tensor, setting: Any,
+                      device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Batched forward pass without entropy coding.
+
+        Args:
+            images: ``float32 (N, 3, H, W)`` in [0, 1].
+        Returns:
+            ``(recon float32 (N, 3, H, W) in [0, 1], bpp_est float64 (N,))`` on ``device``;
+            ``bpp_est = -sum(log2 likelihoods) / (H * W)`` over all latents of each image.
+            For autoregressive models see :func:`_ar_forward`.
+        """
+        model = self.model(setting, device)
+        x = images.to(device=model_device(model), dtype=torch.float32)
+        n, _, h, w = x.shape
+        xp = _pad(x, _multiple(model))
+        out = _ar_forward(model, xp) if isinstance(model, JointAutoregressiveHierarchicalPriors) else model(xp)
+        bits = torch.zeros(n, dtype=torch.float64, device=x.device)
+        for lik in out["likelihoods"].values():
+            bits -= torch.log2(lik.double()).flatten(1).sum(1)
+        recon = out["x_hat"][..., :h, :w].clamp(0, 1).float()
+        return recon, bits / (h * w)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ---------------------------------------------------------------- worker processes
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(codec_name: str, setting: Any, threads: int) -> None:
+    torch.set_num_threads(threads)
+    codec = get_codec(codec_name)
+    codec.model(setting)  # load once per process
+    _WORKER["codec"], _WORKER["setting"] = codec, setting
+
+
+def _worker_code(image: np.ndarray) -> Coded:
+    return _WORKER["codec"].code(image, _WORKER["setting"])
+
+
+class ExactPool:
+    """Exact coding of many images at one setting in ``processes`` worker processes.
+
+    Each worker (started with ``spawn``, or ``forkserver``) loads the model once and uses
+    ``threads`` torch threads (default 1). Use as a context manager::
+
+        with ExactPool("mbt2018-mean", "zoo-q3", processes=8) as pool:
+            coded = pool.code(images)   # list[Coded], input order
+    """
+
+    def __init__(self, codec_name: str, setting: Any, processes: int = 2, threads: int = 1,
+                 context: str = "spawn"):
+        if context not in ("spawn", "forkserver"):
+            raise ValueError("context must be 'spawn' or 'forkserver' (fork is unsafe with torch)")
+        codec = get_codec(codec_name)
+        if isinstance(codec, LearnedCodec):
+            codec.checkpoint_path(setting)  # fail here, not as a broken pool
+        self.codec_name, self.setting = codec_name, setting
+        self._executor = ProcessPoolExecutor(
+            max_workers=processes, mp_context=multiprocessing.get_context(context),
+            initializer=_worker_init, initargs=(codec_name, setting, threads))
+
+    def code(self, images: Sequence[np.ndarray]) -> list[Coded]:
+        """Code every ``uint8 (H, W, 3)`` image; results in input order."""
+        return list(self._executor.map(_worker_code, images))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> "ExactPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def code_many(codec: Any, images: Sequence[np.ndarray], setting: Any, processes: int = 1) -> list[Coded]:
+    """Exact coding of ``images``: in this process if ``processes <= 1``, else an :class:`ExactPool`."""
+    if processes <= 1:
+        return [codec.code(im, setting) for im in images]
+    with ExactPool(codec.name, setting, processes=processes) as pool:
+        return pool.code(images)
+
+
+# ---------------------------------------------------------------- registry
+
+def _register_all() -> None:
+    for name in architecture_names():
+        a = architecture(name)
+        zoo = "CompressAI zoo weights (zoo-qK) when cached, " if _zoo_urls(name) else ""
+        register(name, a.kind, lambda name=name: LearnedCodec(name), lambda: None,
+                 f"{name} ({a.kind}); settings: built-in checkpoints, {zoo}or a checkpoint path")
+
+
+_register_all()
