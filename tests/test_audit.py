@@ -144,3 +144,19 @@ def test_other_run_in_same_dir_is_refused(tmp_path):
     run_audit(parse_spec(_spec(csv)), tmp_path / "r", progress=False, report=False)
     with pytest.raises(fairbits.FairbitsError, match="another dataset"):
         run_audit(parse_spec(_spec(csv, seed=1)), tmp_path / "r", progress=False, report=False)
+
+
+def test_realism_measure_writes_features_and_table(tmp_path):
+    csv = write_csv_dataset(tmp_path / "d", n_per_group=5)
+    spec = parse_spec(_spec(csv, measures=["psnr", "realism"], realism_features="pixels"))
+    part = run_audit(spec, tmp_path / "r", progress=False, report=False, stop_after_batches=2)
+    run = run_audit(spec, part, progress=False)
+    realism = pd.read_csv(run / "realism.csv", dtype={"group": str})
+    assert set(realism["group"]) == {"a", "b", "all"}
+    assert set(realism["setting"]) == {"q5", "q40", "bpp0.5"}
+    fd = realism[realism.group == "all"].set_index("setting")["fd"]
+    assert fd["q5"] > fd["q40"]  # coarser quantisation, further from the originals
+    from fairbits.measures.realism import FeatureStore
+    ids, feats = FeatureStore(run, "pixels").load("originals")
+    assert len(ids) == len(set(ids)) == 10 and feats.shape == (10, 768)
+    assert "Realism per group" in (run / "report.html").read_text()

@@ -66,6 +66,15 @@ def train(model, images: list[np.ndarray], steps: int, lmbda: float = 0.01, seed
     return model
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny convolutions gain nothing from threads, and on a busy machine lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoints(tmp_path_factory) -> dict[str, str]:
     """One untrained (but updated) tiny checkpoint per architecture, as fairbits files."""

@@ -199,16 +199,19 @@ def cli_app():
 def test_data_yaml_forms(phantoms, tmp_path):
     (tmp_path / "d.yaml").write_text(yaml.safe_dump({"reader": "csv", "path": str(phantoms), "size": 64}))
     assert load_training_data(tmp_path / "d.yaml").size == 64
-    rel = tmp_path / "sub"
-    rel.mkdir()
-    spec = {"dataset": {"reader": "csv", "path": "../" + phantoms.parent.name + "/labels.csv"},
+    # a whole audit spec; its relative dataset path is read from the spec's folder
+    spec_dir = phantoms.parent.parent / "specs"
+    spec_dir.mkdir(exist_ok=True)
+    spec = {"dataset": {"reader": "csv", "path": f"../{phantoms.parent.name}/labels.csv"},
             "groups": ["skin_group"], "codecs": [{"name": "jpeg", "quality": [10]}]}
-    (phantoms.parent.parent / "sub").mkdir(exist_ok=True)
-    (phantoms.parent.parent / "sub" / "a.yaml").write_text(yaml.safe_dump(spec))
-    assert load_training_data(phantoms.parent.parent / "sub" / "a.yaml").path == phantoms.resolve()
+    (spec_dir / "a.yaml").write_text(yaml.safe_dump(spec))
+    assert load_training_data(spec_dir / "a.yaml").path == phantoms.resolve()
     (tmp_path / "bad.yaml").write_text("reader: csv\n")
     with pytest.raises(SpecError, match="path"):
         load_training_data(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(SpecError, match="dataset mapping"):
+        load_training_data(tmp_path / "list.yaml")
 
 
 def test_cli_trains_and_validates(cli_app, phantoms, tmp_path):

@@ -96,6 +96,7 @@ class AuditSpec(BaseModel):
     groups: list[str] | dict[str, list[str]]
     codecs: list[CodecSpec] = Field(min_length=1)
     measures: list[str] = Field(default_factory=lambda: ["psnr", "ms_ssim"])
+    realism_features: str = Field(default="sface", description="feature space of the realism measure")
     seed: int = 0
     batch_size: int = Field(default=32, gt=0)
     workers: int = Field(default=2, gt=0, description="threads for decoding and coding images")

@@ -63,7 +63,8 @@ class AuditPlan:
     spec: AuditSpec
     cells: list[Cell]
     manifest: pd.DataFrame
-    measures: list[str]  # measure names, without "bpp" (always recorded)
+    measures: list[str]  # per-image measure names, without "bpp" (always recorded)
+    realism: str | None = None  # feature extractor of the realism measure, if asked for
 
 
 def _check_setting(codec, name: str, value) -> None:
@@ -100,9 +101,22 @@ def plan_cells(spec: AuditSpec) -> list[Cell]:
     return cells
 
 
+REALISM = "realism"  # the distribution measure: Fréchet distance and KID per group
+
+
+def plan_realism(spec: AuditSpec) -> str | None:
+    """The realism feature extractor's name when ``realism`` is among the measures."""
+    if REALISM not in spec.measures:
+        return None
+    from fairbits.measures.features import get_extractor
+
+    get_extractor(spec.realism_features)  # unknown or unavailable here → FairbitsError
+    return spec.realism_features
+
+
 def plan_measures(spec: AuditSpec) -> list[str]:
-    """Measure names to compute (``bpp`` is always recorded and needs no entry)."""
-    names = [m for m in dict.fromkeys(spec.measures) if m != "bpp"]
+    """Per-image measure names to compute (``bpp`` is always recorded and needs no entry)."""
+    names = [m for m in dict.fromkeys(spec.measures) if m not in ("bpp", REALISM)]
     for m in names:
         get_measure(m)  # unknown → SpecError
     return names
@@ -130,6 +144,7 @@ def plan_audit(spec: AuditSpec) -> AuditPlan:
     """Validate everything and build the manifest; raises a FairbitsError on bad config."""
     cells = plan_cells(spec)
     measures = plan_measures(spec)
+    realism = plan_realism(spec)
     ds = spec.dataset
     if not ds.path.exists():
         raise SpecError(f"dataset path not found: {ds.path} (relative paths are read from the spec's folder)")
@@ -139,4 +154,4 @@ def plan_audit(spec: AuditSpec) -> AuditPlan:
     manifest = _check_groups(spec, manifest)
     for col in spec.group_columns:
         manifest[col] = manifest[col].astype("string")
-    return AuditPlan(spec, cells, manifest, measures)
+    return AuditPlan(spec, cells, manifest, measures, realism)

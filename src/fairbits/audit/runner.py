@@ -27,6 +27,8 @@ from fairbits.codecs.base import Codec, get_codec
 from fairbits.data.images import fit_size, load_rgb, to_tensor
 from fairbits.errors import FairbitsError, ImageError
 from fairbits.measures.base import get_measure
+from fairbits.measures.features import get_extractor
+from fairbits.measures.realism import FeatureStore
 from fairbits.spec import AuditSpec
 
 
@@ -70,6 +72,7 @@ def run_info(plan: AuditPlan) -> dict:
         "n_images": len(plan.manifest),
         "groups": plan.spec.group_columns,
         "measure_names": plan.measures,
+        "realism": plan.realism,
         "measures": measure_columns(plan.measures),
         "seed": plan.spec.seed,
         "n_boot": plan.spec.n_boot,
@@ -126,8 +129,9 @@ CHECK_COLUMNS = ("exact_bpp", "rate_rel_error", "recon_max_diff")
 
 def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[str],
                columns: list[str], device: torch.device, pool: ThreadPoolExecutor,
-               cache: dict, checked: set[str] = frozenset()) -> pd.DataFrame:
-    """Per-image rows of one cell for one batch of manifest rows (errors included)."""
+               cache: dict, checked: set[str] = frozenset()) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Per-image rows of one cell for one batch of manifest rows (errors included), and
+    the reconstructions that were measured (``uint8 (H, W, 3)`` by image id)."""
     ids = list(batch["image_id"])
     keys = {i: (k if isinstance(k, str) else i) for i, k in zip(ids, batch["checksum"])}
     outcomes = code_images(cell, codec, ids, originals, keys, pool=pool, cache=cache,
@@ -166,7 +170,16 @@ def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, m
         df[c] = df[c].astype("float64")
     for c in ("error", "checkpoint"):
         df[c] = df[c].astype("object")
-    return df
+    return df, {i: o.recon for i, o in good.items() if index[i]["error"] is None}
+
+
+def _save_features(features, extractor, key: str, images: dict[str, np.ndarray]) -> None:
+    """Realism features of ``images`` (by id), stored under ``key``, one call per image size."""
+    by_size: dict[tuple, list[str]] = {}
+    for i, im in images.items():
+        by_size.setdefault(im.shape, []).append(i)
+    for ids in by_size.values():
+        features.save(key, ids, extractor(to_tensor([images[i] for i in ids])))
 
 
 def _progress(enabled: bool) -> Progress:
@@ -190,6 +203,12 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
     todo = {c.id: store.done_ids(c.id) for c in plan.cells if not store.is_done(c.id)}
     total = sum(len(manifest) - len(done) for done in todo.values())
     all_ids = list(manifest["image_id"])
+    extractor = features = None
+    orig_feats: set[str] = set()
+    if plan.realism:
+        extractor, features = get_extractor(plan.realism), FeatureStore(out, plan.realism)
+        if "originals" in features.keys():
+            orig_feats = set(features.load("originals")[0])
     checked = {c.id: check_sample(all_ids, c.id, spec.seed) for c in plan.cells if c.mode == "fast"}
     written = 0
     bs, ds = spec.batch_size, spec.dataset
@@ -204,10 +223,16 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
             need = pd.concat([b for _, b in pending]).drop_duplicates("image_id")
             loaded = pool.map(lambda p: _load_original(p, ds.max_pixels, ds.size), need["path"])
             originals = dict(zip(need["image_id"], loaded))
+            if extractor is not None:
+                new = {i: im for i, im in originals.items() if not isinstance(im, str) and i not in orig_feats}
+                _save_features(features, extractor, "originals", new)
+                orig_feats.update(new)
             cache: dict = {}
             for cell, b in pending:
-                rows = code_batch(cell, codecs[cell.codec], b, originals, plan.measures, columns,
-                                  device, pool, cache, checked.get(cell.id, frozenset()))
+                rows, recons = code_batch(cell, codecs[cell.codec], b, originals, plan.measures, columns,
+                                          device, pool, cache, checked.get(cell.id, frozenset()))
+                if extractor is not None:  # features first: a part is only visible once they exist
+                    _save_features(features, extractor, cell.id, recons)
                 store.append(cell.id, rows)
                 todo[cell.id].update(rows["image_id"])
                 bar.advance(task, len(rows))
@@ -229,4 +254,11 @@ def finish_report(run_dir: str | Path) -> Path:
     from fairbits.report.html import write_report
 
     write_stats(run_dir)
+    info = RunStore(run_dir).read_info()
+    if info.get("realism"):
+        from fairbits.audit.store import load_results
+        from fairbits.measures.realism import write_realism
+
+        write_realism(run_dir, load_results(run_dir), info["groups"], info["realism"],
+                      seed=info.get("seed", 0))
     return write_report(run_dir)

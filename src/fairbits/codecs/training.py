@@ -437,7 +437,7 @@ def train_codec(
     spath, lpath = state_path(out), log_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if resume and spath.is_file():
-        st = torch.load(spath, map_location=dev, weights_only=True)
+        st = torch.load(spath, map_location="cpu", weights_only=True)  # RNG states must stay on CPU
         if st.get("format") != STATE_FORMAT:
             raise SpecError(f"{spath} is not a fairbits training state; delete it or use --no-resume")
         if st["config"] != config_json:

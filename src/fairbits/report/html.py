@@ -369,9 +369,10 @@ def render_report(run_dir: str | Path, results: pd.DataFrame, manifest: pd.DataF
 
 def _builtin_sections() -> list[SectionBuilder]:
     from fairbits.report.checks import fast_check_section
+    from fairbits.report.realism import realism_section
 
     *body, reading = DEFAULT_SECTIONS  # the reading guide stays last
-    return [*body, fast_check_section, reading]
+    return [*body, realism_section, fast_check_section, reading]
 
 
 def write_report(run_dir: str | Path, *, extra_sections: Iterable[SectionBuilder | Section] = ()) -> Path:
