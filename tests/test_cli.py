@@ -47,9 +47,14 @@ def test_phantom_audit_report(tmp_path):
 def test_codecs_lists_every_codec():
     r = CliRunner().invoke(app, ["codecs"])
     lines = r.output.strip().splitlines()
-    names = {ln.split()[0] for ln in lines}
-    assert {"jpeg", "jpeg444", "webp", "avif", "jpeg2000", "heic", "jxl"} <= names
-    assert all(ln.split()[1] == "classical" for ln in lines)
+    kinds = {ln.split()[0]: ln.split()[1] for ln in lines}
+    for name in ("jpeg", "jpeg444", "webp", "avif", "jpeg2000", "heic", "jxl"):
+        assert kinds[name] == "classical"
+    for name in ("bmshj2018-factorized", "bmshj2018-factorized-relu", "bmshj2018-hyperprior", "mbt2018-mean",
+                 "mbt2018", "cheng2020-anchor", "cheng2020-attn"):
+        assert kinds[name] == "learned"
+    assert kinds["hific"] == "generative" and kinds["mbt2018-mean-gan"] == "generative"
+    assert "built-in" in next(ln for ln in lines if ln.startswith("bmshj2018-hyperprior "))
 
 
 def test_report_of_a_non_run_dir_exits_2(tmp_path):

@@ -14,7 +14,7 @@ from fairbits.codecs.ratesearch import rate_curve, search_rate
 from fairbits.errors import CodecUnavailable
 
 EXPECTED = {"jpeg", "jpeg444", "webp", "avif", "jpeg2000", "heic", "jxl"}
-AVAILABLE = [name for name, _, reason in available_codecs() if reason is None]
+AVAILABLE = [name for name, kind, reason in available_codecs() if reason is None and kind == "classical"]
 
 
 def make_image(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -66,9 +66,13 @@ def phantom(n: int = typer.Option(240, "--n", help="number of faces"),
 def codecs():
     """List every registered codec: name, kind, and whether it can run here."""
     from fairbits.codecs.base import available_codecs
+    from fairbits.codecs.learned import learned_settings_summary
 
     for name, kind, reason in available_codecs():
-        print(f"{name:<28} {kind:<11} {'available' if reason is None else 'unavailable: ' + reason}")
+        status = "available" if reason is None else "unavailable: " + reason
+        if reason is None and kind != "classical":
+            status += f" ({learned_settings_summary(name)})"
+        print(f"{name:<28} {kind:<11} {status}")
 
 
 @app.command()

@@ -133,7 +133,8 @@ def _hyper_synthesis(N: int, M: int) -> nn.Sequential:
     """``(B, N, h, w) -> (B, 2M, 4h, 4w)``: scales then means (as CompressAI's ``h_s``)."""
     return nn.Sequential(
         nn.ConvTranspose2d(N, M, 5, stride=2, padding=2, output_padding=1), nn.LeakyReLU(inplace=True),
-        nn.ConvTranspose2d(M, M * 3 // 2, 5, stride=2, padding=2, output_padding=1), nn.LeakyReLU(inplace=True),
+        nn.ConvTranspose2d(M, M * 3 // 2, 5, stride=2, padding=2, output_padding=1),
+        nn.LeakyReLU(inplace=True),
         nn.Conv2d(M * 3 // 2, M * 2, 3, padding=1),
     )
 
