@@ -27,10 +27,10 @@ from PIL import Image
 
 # (architecture, λ, N, M): small widths keep the shipped weights small (fp16).
 RUNS = [
-    ("bmshj2018-hyperprior", 0.0008, 64, 96),
-    ("bmshj2018-hyperprior", 0.004, 64, 96),
-    ("mbt2018-mean", 0.0008, 64, 96),
-    ("hific", 0.0008, 64, 96),
+    ("bmshj2018-hyperprior", 0.0003, 64, 96),
+    ("bmshj2018-hyperprior", 0.002, 64, 96),
+    ("mbt2018-mean", 0.0003, 64, 96),
+    ("hific", 0.0003, 64, 96),
 ]
 MIX = "80/15/5"
 
@@ -68,6 +68,7 @@ def _train(job):
     torch.backends.cudnn.benchmark = True
     data = DatasetSpec(reader="csv", path=labels)
     common = dict(sampler="natural", mix=MIX, mix_column="skin_group", batch_size=16, patch=256,
+                  lr=1e-4 if arch == "hific" else 2e-4,
                   N=N, M=M, seed=0, device="cuda", progress=False, log_every=100, ckpt_every=500)
     t0 = time.time()
     train_codec(arch, lmbda, data, steps=100, out=out, **common)

@@ -90,5 +90,10 @@ def demo(out: Path = typer.Option(Path("fairbits-demo"), "--out", "-o", help="de
     print(path.resolve())
 
 
+from fairbits import cli_train  # noqa: E402  (train-codec)
+
+cli_train.register(app)
+
+
 def main() -> None:  # pragma: no cover
     app()
