@@ -246,3 +246,13 @@ def test_render_phantoms_prefix_stable_and_param_change(tmp_path):
     render_phantoms(5, tmp_path / "a", seed=9, size=64)       # new parameters: re-rendered
     assert json.loads((tmp_path / "a" / "phantom.json").read_text())["n"] == 5
     assert len(pd.read_csv(small)) == 5
+
+
+def test_parallel_render_gives_the_same_files(tmp_path):
+    serial = render_phantoms(4, tmp_path / "s", seed=5, size=64)
+    parallel = render_phantoms(4, tmp_path / "p", seed=5, size=64, processes=2)
+    for name in ("phantom_00000", "phantom_00003"):
+        for sub in ("images", "masks"):
+            a = (serial.parent / sub / f"{name}.png").read_bytes()
+            assert a == (parallel.parent / sub / f"{name}.png").read_bytes()
+    assert serial.read_text() == parallel.read_text()

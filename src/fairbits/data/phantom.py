@@ -775,8 +775,17 @@ def _complete(out: Path, meta: dict) -> bool:
     return all((out / "images" / f).is_file() and (out / "masks" / f).is_file() for f in names)
 
 
+def _render_one(args) -> None:
+    """Render face ``i`` and write its image and mask (a picklable unit of work)."""
+    row, seed, i, size, out = args
+    image, regions = render_face(row, face_seed(seed, i), size)
+    _atomic_save_png(image, out / "images" / f"{row['image_id']}.png")
+    _atomic_save_png(regions, out / "masks" / f"{row['image_id']}.png")
+
+
 def render_phantoms(n: int, out: str | Path, seed: int = 0, size: int = 256,
-                    balance: str | None = "skin_group", progress: bool = False) -> Path:
+                    balance: str | None = "skin_group", progress: bool = False,
+                    processes: int = 1) -> Path:
     """Render ``n`` phantoms into ``out`` and return the path of ``out/labels.csv``.
 
     Writes ``images/<image_id>.png`` (RGB), ``masks/<image_id>.png`` (8-bit region codes,
@@ -784,7 +793,8 @@ def render_phantoms(n: int, out: str | Path, seed: int = 0, size: int = 256,
     ``image_id`` and the label columns) and ``phantom.json`` ({n, seed, size, balance,
     version}). A finished render with the same parameters is reused as is. Every file is
     written under a temporary name and renamed, and ``phantom.json`` comes last, so an
-    interrupted run never looks finished.
+    interrupted run never looks finished. ``processes > 1`` renders in that many worker
+    processes (same files, same bytes).
     """
     out = Path(out)
     meta = {"n": int(n), "seed": int(seed), "size": int(size), "balance": balance,
@@ -796,15 +806,25 @@ def render_phantoms(n: int, out: str | Path, seed: int = 0, size: int = 256,
     for sub in ("images", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / "phantom.json").unlink(missing_ok=True)
-    rows = labels.to_dict("records")
-    items = enumerate(rows)
+    jobs = [(row, seed, i, size, out) for i, row in enumerate(labels.to_dict("records"))]
+    pool = None
+    if processes > 1:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(processes)
+        items = pool.imap_unordered(_render_one, jobs, chunksize=8)
+    else:
+        items = map(_render_one, jobs)
     if progress:
         from rich.progress import track
-        items = track(items, total=len(rows), description="rendering phantoms")
-    for i, row in items:
-        image, regions = render_face(row, face_seed(seed, i), size)
-        _atomic_save_png(image, out / "images" / f"{row['image_id']}.png")
-        _atomic_save_png(regions, out / "masks" / f"{row['image_id']}.png")
+        items = track(items, total=len(jobs), description="rendering phantoms")
+    try:
+        for _ in items:
+            pass
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     table = labels.copy()
     table.insert(0, "mask_path", [f"masks/{i}.png" for i in labels["image_id"]])
     table.insert(0, "path", [f"images/{i}.png" for i in labels["image_id"]])
