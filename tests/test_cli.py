@@ -67,8 +67,13 @@ def test_small_demo(tmp_path):
     report = run_demo(tmp_path / "demo", n=6, progress=False)
     assert report.is_file()
     bias = pd.read_csv(report.parent / "bias.csv")
-    assert set(bias["codec"]) == {"jpeg", "jpeg444", "webp", "avif"}
-    assert set(bias["setting"]) == {"bpp0.1", "bpp0.25", "bpp0.5"}
+    assert set(bias["codec"]) == {"jpeg", "jpeg444", "webp", "avif", "bmshj2018-hyperprior", "mbt2018-mean",
+                                  "hific"}
+    classical = bias[bias["codec"].isin(["jpeg", "jpeg444", "webp", "avif"])]
+    assert set(classical["setting"]) == {"bpp0.1", "bpp0.25", "bpp0.5"}
+    learned = fairbits.load_results(report.parent).query("mode == 'fast'")
+    assert learned["bpp"].min() < 0.15  # a built-in learned setting below 0.15 bpp
+    assert (report.parent / "realism.csv").is_file()
     df = fairbits.load_results(report.parent)
     webp = df[df.codec == "webp"].groupby("setting")["bpp"].mean()
     assert webp["bpp0.1"] < webp["bpp0.25"] < webp["bpp0.5"]
