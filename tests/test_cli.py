@@ -78,3 +78,10 @@ def test_small_demo(tmp_path):
     webp = df[df.codec == "webp"].groupby("setting")["bpp"].mean()
     assert webp["bpp0.1"] < webp["bpp0.25"] < webp["bpp0.5"]
     assert abs(webp["bpp0.25"] - 0.25) < 0.08
+
+
+def test_training_example_spec_is_valid():
+    spec = load_spec(EXAMPLE.parent / "train_natural_vs_balanced.yaml")
+    learned = spec.codecs[0]
+    assert learned.mode == "fast" and all(Path(c).is_absolute() for c in learned.checkpoint)
+    assert Path(learned.checkpoint[0]).name == "natural.pt"
