@@ -92,10 +92,21 @@ def _attach_check(out: Outcome, exact: Outcome | str) -> None:
 
 def code_images(cell: Cell, codec: Codec, ids: list[str], originals: dict, keys: dict,
                 *, pool: ThreadPoolExecutor, cache: dict, device: torch.device,
-                checked: set[str]) -> dict[str, Outcome | str]:
-    """Code the usable originals among ``ids``; unreadable ones keep their error string."""
+                checked: set[str], processes=None) -> dict[str, Outcome | str]:
+    """Code the usable originals among ``ids``; unreadable ones keep their error string.
+
+    ``processes`` (an :class:`~fairbits.codecs.learned.ExactPool` for this cell) spreads
+    exact coding of a learned codec over worker processes; without it, threads do it.
+    """
     usable = [i for i in ids if not isinstance(originals[i], str)]
     out: dict[str, Outcome | str] = {i: originals[i] for i in ids if i not in usable}
+    if cell.mode == "exact" and processes is not None and usable:
+        try:
+            coded = processes.code([originals[i] for i in usable])
+            out.update({i: Outcome.from_coded(c) for i, c in zip(usable, coded)})
+            return out
+        except Exception:  # find the image that failed, one at a time, below
+            pass
     if cell.mode == "exact":
         jobs = {i: pool.submit(_exact, codec, cell, originals[i], cache, keys[i]) for i in usable}
         out.update({i: j.result() for i, j in jobs.items()})

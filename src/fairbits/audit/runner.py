@@ -129,13 +129,14 @@ CHECK_COLUMNS = ("exact_bpp", "rate_rel_error", "recon_max_diff")
 
 def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[str],
                columns: list[str], device: torch.device, pool: ThreadPoolExecutor,
-               cache: dict, checked: set[str] = frozenset()) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+               cache: dict, checked: set[str] = frozenset(),
+               processes=None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Per-image rows of one cell for one batch of manifest rows (errors included), and
     the reconstructions that were measured (``uint8 (H, W, 3)`` by image id)."""
     ids = list(batch["image_id"])
     keys = {i: (k if isinstance(k, str) else i) for i, k in zip(ids, batch["checksum"])}
     outcomes = code_images(cell, codec, ids, originals, keys, pool=pool, cache=cache,
-                           device=device, checked=checked)
+                           device=device, checked=checked, processes=processes)
     rows = []
     for i in ids:
         res = outcomes[i]
@@ -182,6 +183,28 @@ def _save_features(features, extractor, key: str, images: dict[str, np.ndarray])
         features.save(key, ids, extractor(to_tensor([images[i] for i in ids])))
 
 
+class _ExactPools(dict):
+    """Worker-process pools for exact learned cells (a context manager that closes them)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.values():
+            p.close()
+
+
+def _exact_pools(plan: AuditPlan, todo: dict, processes: int) -> _ExactPools:
+    pools = _ExactPools()
+    if processes > 1:
+        from fairbits.codecs.learned import ExactPool
+
+        for c in plan.cells:
+            if c.id in todo and c.mode == "exact" and c.checkpoint is not None:
+                pools[c] = ExactPool(c.codec, c.checkpoint, processes=processes)
+    return pools
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), disable=not enabled, transient=False)
@@ -212,7 +235,8 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
     checked = {c.id: check_sample(all_ids, c.id, spec.seed) for c in plan.cells if c.mode == "fast"}
     written = 0
     bs, ds = spec.batch_size, spec.dataset
-    with ThreadPoolExecutor(spec.workers) as pool, _progress(progress) as bar:
+    exact_pools = _exact_pools(plan, todo, spec.processes)
+    with ThreadPoolExecutor(spec.workers) as pool, _progress(progress) as bar, exact_pools:
         task = bar.add_task("auditing", total=total)
         for start in range(0, len(manifest), bs):
             batch = manifest.iloc[start:start + bs]
@@ -230,7 +254,8 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
             cache: dict = {}
             for cell, b in pending:
                 rows, recons = code_batch(cell, codecs[cell.codec], b, originals, plan.measures, columns,
-                                          device, pool, cache, checked.get(cell.id, frozenset()))
+                                          device, pool, cache, checked.get(cell.id, frozenset()),
+                                          exact_pools.get(cell))
                 if extractor is not None:  # features first: a part is only visible once they exist
                     _save_features(features, extractor, cell.id, recons)
                 store.append(cell.id, rows)
