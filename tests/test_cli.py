@@ -20,7 +20,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "audit.yaml"
 def test_example_spec_is_valid():
     spec = load_spec(EXAMPLE)
     assert spec.group_columns == ["skin_group"]
-    assert {c.name for c in spec.codecs} == {"jpeg", "jpeg444", "webp", "avif"}
+    assert {c.name for c in spec.codecs} == {"jpeg", "jpeg444", "webp", "avif", "bmshj2018-hyperprior"}
 
 
 def test_phantom_audit_report(tmp_path):
