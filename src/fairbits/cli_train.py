@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 from pydantic import ValidationError
 
 from fairbits.errors import FairbitsError, SpecError
-from fairbits.spec import DatasetSpec
+from fairbits.spec import DatasetSpec, read_yaml
 
 
 def load_training_data(path: str | Path) -> DatasetSpec:
@@ -27,12 +26,7 @@ def load_training_data(path: str | Path) -> DatasetSpec:
         SpecError: missing file, invalid YAML, or an invalid dataset mapping.
     """
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"data file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{p} is not valid YAML: {e}") from None
+    data = read_yaml(p, "data file")
     if isinstance(data, dict) and isinstance(data.get("dataset"), dict):
         data = data["dataset"]
     if not isinstance(data, dict):

@@ -148,13 +148,17 @@ def _resolve_checkpoint(key: str, base_dir: Path | str) -> str:
     return key
 
 
-def load_spec(path: str | Path) -> AuditSpec:
-    """Read and validate a spec file (``yaml.safe_load``)."""
+def read_yaml(path: str | Path, what: str = "spec file"):
+    """``yaml.safe_load`` of a file; a missing file or bad YAML raises :class:`SpecError`."""
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"spec file not found: {p}")
+        raise SpecError(f"{what} not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise SpecError(f"{p} is not valid YAML: {e}") from None
-    return parse_spec(data, p.parent)
+
+
+def load_spec(path: str | Path) -> AuditSpec:
+    """Read and validate a spec file."""
+    return parse_spec(read_yaml(path), Path(path).parent)

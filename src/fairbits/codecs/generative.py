@@ -149,6 +149,22 @@ def _decoder_input(model: CompressionModel, y: torch.Tensor, y_hat: torch.Tensor
     return y_hat
 
 
+def _mean_scale_forward(model, x: torch.Tensor) -> dict:
+    """Training/fast forward of a mean-scale hyperprior that also returns the decoder's input.
+
+    ``x``: ``(B, 3, H, W)`` in [0, 1]. Returns ``x_hat`` ``(B, 3, H, W)``, the likelihoods of
+    ``y`` and ``z``, and ``y_hat`` (what ``g_s`` received).
+    """
+    y = model.g_a(x)
+    z = model.h_a(y)
+    z_hat, z_likelihoods = model.entropy_bottleneck(z)
+    scales_hat, means_hat = model.h_s(z_hat).chunk(2, 1)
+    y_hat, y_likelihoods = model.gaussian_conditional(y, scales_hat, means=means_hat)
+    y_dec = _decoder_input(model, y, y_hat, means_hat)
+    return {"x_hat": model.g_s(y_dec), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+            "y_hat": y_dec}
+
+
 class HiFiC(CompressionModel):
     """HiFiC-style codec: mean-scale hyperprior + large ChannelNorm generator.
 
@@ -173,15 +189,7 @@ class HiFiC(CompressionModel):
     def downsampling_factor(self) -> int:
         return 2 ** (4 + 2)
 
-    def forward(self, x: torch.Tensor) -> dict:
-        y = self.g_a(x)
-        z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
-        y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
-        y_dec = _decoder_input(self, y, y_hat, means_hat)
-        return {"x_hat": self.g_s(y_dec), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
-                "y_hat": y_dec}
+    forward = _mean_scale_forward
 
     def compress(self, x: torch.Tensor) -> dict:
         y = self.g_a(x)
@@ -228,15 +236,7 @@ class MeanScaleGAN(MeanScaleHyperprior):
         super().__init__(N=N, M=M, **kwargs)
         self.decoder_ste = decoder_ste
 
-    def forward(self, x: torch.Tensor) -> dict:
-        y = self.g_a(x)
-        z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
-        y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
-        y_dec = _decoder_input(self, y, y_hat, means_hat)
-        return {"x_hat": self.g_s(y_dec), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
-                "y_hat": y_dec}
+    forward = _mean_scale_forward
 
 
 # ---------------------------------------------------------------- discriminators
