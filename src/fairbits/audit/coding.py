@@ -75,7 +75,7 @@ def _fast(codec, cell: Cell, images: list[np.ndarray], device: torch.device) -> 
     out = []
     for k in range(0, len(images), step):
         with torch.no_grad():
-            recon, bpp = codec.forward_batch(to_tensor(images[k:k + step]).to(device), cell.value, device)
+            recon, bpp = codec.forward_batch(to_tensor(images[k:k + step], device), cell.value, device)
         bpp = torch.as_tensor(bpp).double().cpu().numpy()
         out += [Outcome(r, float(b), np.nan, cell.value) for r, b in zip(to_uint8(recon), bpp)]
     return out

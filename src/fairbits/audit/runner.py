@@ -116,8 +116,8 @@ def _measure(measures: list[str], originals: list[np.ndarray], recons: list[np.n
     parts: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for k in range(0, len(originals), step):
-            x = to_tensor(originals[k:k + step]).to(device)
-            y = to_tensor(recons[k:k + step]).to(device)
+            x = to_tensor(originals[k:k + step], device)
+            y = to_tensor(recons[k:k + step], device)
             for m in measures:
                 for col, v in get_measure(m).fn(x, y, {}).items():
                     parts.setdefault(col, []).append(torch.as_tensor(v).detach().double().cpu().numpy())
@@ -210,6 +210,17 @@ def _progress(enabled: bool) -> Progress:
                     TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
+def _pending_batches(manifest: pd.DataFrame, cells: list[Cell], todo: dict, bs: int):
+    """Yield ``(pending, need)`` per batch of ``bs`` manifest rows that some cell still lacks:
+    ``pending`` pairs each such cell with its missing rows, ``need`` is their union."""
+    for start in range(0, len(manifest), bs):
+        batch = manifest.iloc[start:start + bs]
+        pending = [(c, batch[~batch["image_id"].isin(todo[c.id])]) for c in cells if c.id in todo]
+        pending = [(c, b) for c, b in pending if len(b)]
+        if pending:
+            yield pending, pd.concat([b for _, b in pending]).drop_duplicates("image_id")
+
+
 def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report: bool = True,
               stop_after_batches: int | None = None) -> Path:
     """Run (or resume) an audit into ``out``; returns the run directory.
@@ -238,15 +249,19 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
     exact_pools = _exact_pools(plan, todo, spec.processes)
     with ThreadPoolExecutor(spec.workers) as pool, _progress(progress) as bar, exact_pools:
         task = bar.add_task("auditing", total=total)
-        for start in range(0, len(manifest), bs):
-            batch = manifest.iloc[start:start + bs]
-            pending = [(c, batch[~batch["image_id"].isin(todo[c.id])]) for c in plan.cells if c.id in todo]
-            pending = [(c, b) for c, b in pending if len(b)]
-            if not pending:
-                continue
-            need = pd.concat([b for _, b in pending]).drop_duplicates("image_id")
-            loaded = pool.map(lambda p: _load_original(p, ds.max_pixels, ds.size), need["path"])
-            originals = dict(zip(need["image_id"], loaded))
+
+        def load(item):  # decode a batch's originals in the pool (returns futures)
+            return None if item is None else [pool.submit(_load_original, p, ds.max_pixels, ds.size)
+                                              for p in item[1]["path"]]
+
+        batches = _pending_batches(manifest, plan.cells, todo, bs)
+        item = next(batches, None)
+        loading = load(item)
+        while item is not None:
+            pending, need = item
+            originals = dict(zip(need["image_id"], [f.result() for f in loading]))
+            item = next(batches, None)
+            loading = load(item)  # the next batch decodes while this one is coded
             if extractor is not None:
                 new = {i: im for i, im in originals.items() if not isinstance(im, str) and i not in orig_feats}
                 _save_features(features, extractor, "originals", new)

@@ -115,12 +115,18 @@ def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
     return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8).copy()
 
 
-def to_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-    """Stack ``uint8 (H, W, 3)`` arrays of one size into ``float32 (N, 3, H, W)`` in [0, 1]."""
+def to_tensor(images: list[np.ndarray] | np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+    """Stack ``uint8 (H, W, 3)`` arrays of one size into ``float32 (N, 3, H, W)`` in [0, 1].
+
+    With ``device``, the bytes travel as uint8 and are converted there (4x less to copy).
+    """
     a = np.stack(images) if isinstance(images, list) else images
     if a.ndim == 3:
         a = a[None]
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float().div_(255.0)
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device is not None:
+        t = t.to(device, non_blocking=True)
+    return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def to_uint8(batch: torch.Tensor) -> np.ndarray:
