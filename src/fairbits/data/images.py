@@ -29,6 +29,7 @@ from fairbits.errors import ImageError
 
 ALPHA_BACKGROUND = (255, 255, 255)
 DEFAULT_MAX_PIXELS = 40_000_000
+_EXIF_ORIENTATION = 0x0112
 
 
 def file_checksum(path: str | Path, chunk: int = 1 << 20) -> str | None:
@@ -85,9 +86,9 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
             if w * h > max_pixels:
                 raise ImageError(f"too large: {w}x{h} pixels > limit {max_pixels}")
             im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im)
-            return np.asarray(rgb, dtype=np.uint8).copy()
+            if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # transposing copies: only when needed
+                im = ImageOps.exif_transpose(im)
+            return np.array(_to_rgb(im), dtype=np.uint8)
     except ImageError:
         raise
     except UnidentifiedImageError:
