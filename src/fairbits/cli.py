@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from fairbits.errors import FairbitsError
+
+# CompressAI's import-time use of torch.jit.script warns on every run; it is not ours to fix.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Audit demographic bias in face-image codecs.")
