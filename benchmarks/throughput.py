@@ -78,8 +78,7 @@ def fast_core(codec, setting: str, images: list[np.ndarray], device: torch.devic
 def fast_audit(labels: Path, codec: str, setting: str, work: Path, batch: int, workers: int) -> float:
     spec = parse_spec({"dataset": {"reader": "csv", "path": str(labels)}, "groups": ["skin_group"],
                        "codecs": [{"name": codec, "checkpoint": [setting], "mode": "fast"}],
-                       "measures": ["psnr", "ms_ssim"], "batch_size": batch, "workers": workers,
-                       "processes": workers})
+                       "measures": ["psnr", "ms_ssim"], "batch_size": batch, "workers": workers})
     n = len(pd.read_csv(labels))
     t0 = time.perf_counter()
     run_audit(spec, work / f"audit-{time.time_ns()}", progress=False, report=False)

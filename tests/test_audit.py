@@ -160,13 +160,3 @@ def test_realism_measure_writes_features_and_table(tmp_path):
     ids, feats = FeatureStore(run, "pixels").load("originals")
     assert len(ids) == len(set(ids)) == 10 and feats.shape == (10, 768)
     assert "Realism per group" in (run / "report.html").read_text()
-
-
-@pytest.mark.slow
-def test_decoding_in_worker_processes_gives_the_same_rows(tmp_path):
-    csv = write_csv_dataset(tmp_path / "d", n_per_group=4)
-    threads = fairbits.load_results(run_audit(parse_spec(_spec(csv)), tmp_path / "t", progress=False,
-                                              report=False))
-    procs = fairbits.load_results(run_audit(parse_spec(_spec(csv, processes=2)), tmp_path / "p",
-                                            progress=False, report=False))
-    pd.testing.assert_frame_equal(threads, procs)

@@ -100,8 +100,7 @@ class AuditSpec(BaseModel):
     seed: int = 0
     batch_size: int = Field(default=32, gt=0)
     workers: int = Field(default=2, gt=0, description="threads for decoding and coding images")
-    processes: int = Field(default=1, gt=0,
-                           description="worker processes for decoding images and exact coding of learned codecs")
+    processes: int = Field(default=1, gt=0, description="worker processes for exact coding of learned codecs")
     device: str = "auto"
     n_boot: int = Field(default=1000, ge=100)
     n_perm: int = Field(default=1000, ge=100)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -207,16 +205,6 @@ def _exact_pools(plan: AuditPlan, todo: dict, processes: int) -> _ExactPools:
     return pools
 
 
-@contextmanager
-def _decoder(processes: int):
-    """Worker processes that decode originals when ``processes > 1`` (else None: use threads)."""
-    if processes <= 1:
-        yield None
-        return
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as ex:
-        yield ex
-
-
 def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), disable=not enabled, transient=False)
@@ -259,13 +247,11 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
     written = 0
     bs, ds = spec.batch_size, spec.dataset
     exact_pools = _exact_pools(plan, todo, spec.processes)
-    with ThreadPoolExecutor(spec.workers) as pool, _progress(progress) as bar, exact_pools, \
-            _decoder(spec.processes) as decoder:
+    with ThreadPoolExecutor(spec.workers) as pool, _progress(progress) as bar, exact_pools:
         task = bar.add_task("auditing", total=total)
-        decoder = decoder or pool
 
-        def load(item):  # decode a batch's originals (returns futures)
-            return None if item is None else [decoder.submit(_load_original, p, ds.max_pixels, ds.size)
+        def load(item):  # decode a batch's originals in the pool (returns futures)
+            return None if item is None else [pool.submit(_load_original, p, ds.max_pixels, ds.size)
                                               for p in item[1]["path"]]
 
         batches = _pending_batches(manifest, plan.cells, todo, bs)
