@@ -54,7 +54,9 @@ def test_codecs_lists_every_codec():
                  "mbt2018", "cheng2020-anchor", "cheng2020-attn"):
         assert kinds[name] == "learned"
     assert kinds["hific"] == "generative" and kinds["mbt2018-mean-gan"] == "generative"
-    assert "built-in" in next(ln for ln in lines if ln.startswith("bmshj2018-hyperprior "))
+    hyperprior = next(ln for ln in lines if ln.startswith("bmshj2018-hyperprior "))
+    assert "available (built-in: 2" in hyperprior
+    assert "needs weights" in next(ln for ln in lines if ln.startswith("cheng2020-anchor "))
 
 
 def test_report_of_a_non_run_dir_exits_2(tmp_path):

@@ -69,13 +69,14 @@ def phantom(n: int = typer.Option(240, "--n", help="number of faces"),
 @app.command()
 def codecs():
     """List every registered codec: name, kind, and whether it can run here."""
-    from fairbits.codecs.base import available_codecs
+    from fairbits.codecs.base import available_codecs, get_codec
     from fairbits.codecs.learned import learned_settings_summary
 
     for name, kind, reason in available_codecs():
         status = "available" if reason is None else "unavailable: " + reason
         if reason is None and kind != "classical":
-            status += f" ({learned_settings_summary(name)})"
+            ready = bool(get_codec(name).settings)
+            status = ("available" if ready else "needs weights") + f" ({learned_settings_summary(name)})"
         print(f"{name:<28} {kind:<11} {status}")
 
 
