@@ -15,42 +15,28 @@ so no row is written twice and none is missing.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fairbits.data.manifest import read_manifest_file, write_manifest
 from fairbits.errors import FairbitsError
+from fairbits.fileio import atomic_write, atomic_write_text
 
 RESULT_KEY = ("image_id", "codec", "setting")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` atomically."""
     table = pa.Table.from_pandas(df, preserve_index=False)
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def write_json(obj, path: Path) -> None:
     """Write ``obj`` as indented JSON atomically."""
-    def _w(tmp):
-        Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
-    _atomic_write(path, _w)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 class RunStore:
@@ -73,10 +59,10 @@ class RunStore:
         write_json(info, self.info_path)
 
     def read_manifest(self) -> pd.DataFrame:
-        return pd.read_parquet(self.root / "manifest.parquet")
+        return read_manifest_file(self.root / "manifest.parquet")
 
     def write_manifest(self, manifest: pd.DataFrame) -> None:
-        write_parquet(manifest, self.root / "manifest.parquet")
+        write_manifest(manifest, self.root / "manifest.parquet")
 
     # -- cells -------------------------------------------------------------
     def cell_dir(self, cell_id: str) -> Path:
@@ -86,7 +72,7 @@ class RunStore:
         return (self.cell_dir(cell_id) / "DONE").is_file()
 
     def mark_done(self, cell_id: str) -> None:
-        _atomic_write(self.cell_dir(cell_id) / "DONE", lambda tmp: Path(tmp).write_text("done\n"))
+        atomic_write_text(self.cell_dir(cell_id) / "DONE", "done\n")
 
     def parts(self, cell_id: str) -> list[Path]:
         d = self.cell_dir(cell_id)

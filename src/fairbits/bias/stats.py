@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from fairbits.errors import SpecError
+from fairbits.fileio import atomic_write
 
 CELL_COLS = ("codec", "setting")
 SUMMARY_COLUMNS = ["codec", "setting", "measure", "attribute", "group", "n", "mean", "ci_low", "ci_high",
@@ -344,11 +345,7 @@ def write_stats(run_dir: str | Path, results: pd.DataFrame | None = None, *,
     tables = summarize_run(results, group_cols, cols, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci)
     paths = {}
     for name, table in zip(("summary", "bias", "pairwise"), tables):
-        path = run_dir / f"{name}.csv"
-        tmp = path.with_name(f".{path.name}.tmp")
-        table.to_csv(tmp, index=False)
-        tmp.replace(path)
-        paths[name] = path
+        paths[name] = atomic_write(run_dir / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
     return paths
 
 

@@ -44,8 +44,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +58,7 @@ from torch import nn
 
 from fairbits.data.images import fit_size, load_rgb
 from fairbits.errors import CodecUnavailable, DatasetError, FairbitsError, ImageError, SpecError
+from fairbits.fileio import atomic_write
 from fairbits.spec import DatasetSpec
 
 log = logging.getLogger("fairbits.training")
@@ -217,27 +216,8 @@ def _autocast_transforms(model: nn.Module, device: torch.device, enabled: bool):
             del mod.forward
 
 
-def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``.
-
-    The file gets the usual permissions (``0o666`` less the umask), not mkstemp's 0600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _rewrite_log(path: Path, keep_until: int) -> None:
@@ -250,7 +230,7 @@ def _rewrite_log(path: Path, keep_until: int) -> None:
                     lines.append(line)
             except (ValueError, KeyError):
                 continue
-    _atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in lines)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in lines)))
 
 
 def state_path(out: str | Path) -> Path:
@@ -519,7 +499,7 @@ def train_codec(
             "estimate_images": est["n"], "train_seconds": round(elapsed, 2),
             "fairbits_version": __version__}
     model.eval()
-    _atomic_write(out, lambda tmp: save_checkpoint(model, arch, tmp, meta))
+    atomic_write(out, lambda tmp: save_checkpoint(model, arch, tmp, meta))
     return out
 
 

@@ -13,8 +13,6 @@ So a smaller ``limit_per_group`` always gives a subset of a larger one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +23,7 @@ import pandas as pd
 from fairbits.data.images import file_checksum
 from fairbits.data.readers import get_reader, reader_options, supports_split
 from fairbits.errors import DatasetError
+from fairbits.fileio import atomic_write
 
 MANIFEST_COLUMNS = ("image_id", "path", "checksum")
 _RANK = "__rank__"
@@ -175,17 +174,7 @@ def build_manifest(
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     """Store a manifest as Parquet, atomically (temporary file, then ``os.replace``)."""
     _check_columns(df, list(MANIFEST_COLUMNS), "manifest")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, engine="pyarrow", index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, engine="pyarrow", index=False))
 
 
 def read_manifest_file(path: str | Path) -> pd.DataFrame:

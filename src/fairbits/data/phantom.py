@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fairbits.colour import ita_degrees, ita_to_fitzpatrick, lab_to_srgb, srgb_to_lab
+from fairbits.fileio import atomic_write, atomic_write_text
 
 VERSION = 1
 
@@ -750,16 +750,8 @@ def render_face(labels: Mapping, seed: int, size: int = 256) -> tuple[np.ndarray
 # --------------------------------------------------------------------------- files
 
 def _atomic_save_png(arr: np.ndarray, path: Path) -> None:
-    """Write ``arr`` as PNG via a temporary name and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(arr).save(tmp, format="PNG", compress_level=4)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``arr`` as PNG atomically."""
+    atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", compress_level=4))
 
 
 def _complete(out: Path, meta: dict) -> bool:
@@ -828,6 +820,6 @@ def render_phantoms(n: int, out: str | Path, seed: int = 0, size: int = 256,
     table = labels.copy()
     table.insert(0, "mask_path", [f"masks/{i}.png" for i in labels["image_id"]])
     table.insert(0, "path", [f"images/{i}.png" for i in labels["image_id"]])
-    _atomic_write_text(table.to_csv(index=False), labels_csv)
-    _atomic_write_text(json.dumps(meta, indent=1), out / "phantom.json")
+    atomic_write_text(labels_csv, table.to_csv(index=False))
+    atomic_write_text(out / "phantom.json", json.dumps(meta, indent=1))
     return labels_csv

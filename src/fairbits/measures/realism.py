@@ -28,8 +28,6 @@ and at statistics time :func:`write_realism` writes ``RUN_DIR/realism.csv`` from
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -38,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fairbits.errors import FairbitsError
+from fairbits.fileio import atomic_write
 
 REALISM_COLUMNS = ("fd", "kid")
 HIGHER_IS_BETTER = {"fd": False, "kid": False}
@@ -337,16 +336,11 @@ class FeatureStore:
         existing = self.parts(key)
         n = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
         path = self.key_dir(key) / f"part-{n:06d}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+        def write(tmp):
+            with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
                 np.savez(fh, ids=ids, feats=f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        return atomic_write(path, write)
 
     def load(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """All parts of ``key`` in order: ``(ids (N,) str, feats (N, d) float32)``.
@@ -437,8 +431,4 @@ def write_realism(run_dir: str | Path, results_df: pd.DataFrame, group_cols: Seq
     run_dir = Path(run_dir)
     table = realism_table(results_df, FeatureStore(run_dir, extractor_name), group_cols,
                           extractor=extractor_name, seed=seed, n_boot=n_boot, ci=ci)
-    path = run_dir / "realism.csv"
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return atomic_write(run_dir / "realism.csv", lambda tmp: table.to_csv(tmp, index=False))
