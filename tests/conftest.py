@@ -36,6 +36,17 @@ def write_csv_dataset(root: Path, groups=("a", "b"), n_per_group: int = 6, size=
     return csv
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: tiny models gain nothing from threads and lose a lot on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def csv_dataset(tmp_path) -> Path:
     return write_csv_dataset(tmp_path / "data")

@@ -22,13 +22,7 @@ ARCH = "bmshj2018-hyperprior"
 TINY = dict(N=16, M=24, patch=64, batch_size=2, lr=1e-3, device="cpu", progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: faster for these tiny models and steadier on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ relative rate error and the largest reconstruction difference.
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,9 @@ from fairbits.audit.plan import Cell
 from fairbits.codecs.base import Codec, Coded
 from fairbits.codecs.ratesearch import search_rate
 from fairbits.data.images import to_tensor, to_uint8
+from fairbits.seeding import keyed_seed
 
+CHECK_COLUMNS = ("exact_bpp", "rate_rel_error", "recon_max_diff")  # per-image results of the check
 CHECK_SAMPLE = 32          # images per fast cell that are also coded exactly
 FAST_RATE_TOL = 0.05       # |estimated − real| above this share of the real bytes ...
 FAST_RATE_SLACK_BYTES = 16  # ... plus this many bytes (stream header, coder flush) is flagged
@@ -55,8 +56,7 @@ class Outcome:
 def check_sample(image_ids: list[str], cell_id: str, seed: int, k: int = CHECK_SAMPLE) -> set[str]:
     """A seeded choice of ``k`` image ids for a cell's exact-coding check."""
     ids = sorted(image_ids)
-    h = int(hashlib.sha256(f"{seed}:{cell_id}".encode()).hexdigest()[:8], 16)
-    pick = np.random.default_rng(h).permutation(len(ids))[: min(k, len(ids))]
+    pick = np.random.default_rng(keyed_seed(seed, cell_id)).permutation(len(ids))[: min(k, len(ids))]
     return {ids[i] for i in pick}
 
 
@@ -83,11 +83,10 @@ def _fast(codec, cell: Cell, images: list[np.ndarray], device: torch.device) -> 
 
 def _attach_check(out: Outcome, exact: Outcome | str) -> None:
     if isinstance(exact, str):
-        out.check = {"exact_bpp": np.nan, "rate_rel_error": np.nan, "recon_max_diff": np.nan}
+        out.check = dict.fromkeys(CHECK_COLUMNS, np.nan)
         return
     diff = np.abs(out.recon.astype(np.int16) - exact.recon.astype(np.int16)).max()
-    out.check = {"exact_bpp": exact.bpp, "rate_rel_error": (out.bpp - exact.bpp) / exact.bpp,
-                 "recon_max_diff": float(diff)}
+    out.check = dict(zip(CHECK_COLUMNS, (exact.bpp, (out.bpp - exact.bpp) / exact.bpp, float(diff))))
 
 
 def code_images(cell: Cell, codec: Codec, ids: list[str], originals: dict, keys: dict,

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fairbits import __version__
 from fairbits.audit.plan import AuditPlan, Cell, plan_audit
 from fairbits.audit.store import RunStore
-from fairbits.audit.coding import check_sample, code_images
+from fairbits.audit.coding import CHECK_COLUMNS, check_sample, code_images
 from fairbits.codecs.base import Codec, get_codec
 from fairbits.data.images import fit_size, load_rgb, to_tensor
 from fairbits.errors import FairbitsError, ImageError
@@ -122,9 +122,6 @@ def _measure(measures: list[str], originals: list[np.ndarray], recons: list[np.n
                 for col, v in get_measure(m).fn(x, y, {}).items():
                     parts.setdefault(col, []).append(torch.as_tensor(v).detach().double().cpu().numpy())
     return {col: np.concatenate(v) for col, v in parts.items()}
-
-
-CHECK_COLUMNS = ("exact_bpp", "rate_rel_error", "recon_max_diff")
 
 
 def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[str],
@@ -290,15 +287,14 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
 
 def finish_report(run_dir: str | Path) -> Path:
     """Bias statistics and the HTML report from the stored rows (``fairbits report``)."""
+    from fairbits.audit.store import load_results
     from fairbits.bias.stats import write_stats
-    from fairbits.report.html import write_report
+    from fairbits.measures.realism import write_realism
+    from fairbits.report.html import render_report
 
-    write_stats(run_dir)
-    info = RunStore(run_dir).read_info()
+    store = RunStore(run_dir)
+    info, results = store.read_info(), load_results(run_dir)  # read the rows once for all three
+    write_stats(run_dir, results)
     if info.get("realism"):
-        from fairbits.audit.store import load_results
-        from fairbits.measures.realism import write_realism
-
-        write_realism(run_dir, load_results(run_dir), info["groups"], info["realism"],
-                      seed=info.get("seed", 0))
-    return write_report(run_dir)
+        write_realism(run_dir, results, info["groups"], info["realism"], seed=info.get("seed", 0))
+    return render_report(run_dir, results, store.read_manifest(), info)

@@ -39,7 +39,6 @@ with mixed signs it is negative, with both negative it is >= 1, with ``max == 0`
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -49,6 +48,7 @@ import pandas as pd
 
 from fairbits.errors import SpecError
 from fairbits.fileio import atomic_write
+from fairbits.seeding import keyed_seed
 
 CELL_COLS = ("codec", "setting")
 SUMMARY_COLUMNS = ["codec", "setting", "measure", "attribute", "group", "n", "mean", "ci_low", "ci_high",
@@ -78,8 +78,7 @@ def _direction(measure: str, directions: Mapping[str, bool] | None) -> bool:
 
 def _rng(seed: int, key: tuple) -> tuple[np.random.Generator, np.random.Generator]:
     """Two independent generators (bootstrap, permutation) derived from ``seed`` and ``key``."""
-    digest = zlib.crc32("\x1f".join(map(str, key)).encode("utf-8"))
-    boot, perm = np.random.SeedSequence([int(seed), digest]).spawn(2)
+    boot, perm = keyed_seed(seed, *key).spawn(2)
     return np.random.default_rng(boot), np.random.default_rng(perm)
 
 

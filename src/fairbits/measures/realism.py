@@ -28,7 +28,6 @@ and at statistics time :func:`write_realism` writes ``RUN_DIR/realism.csv`` from
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -37,6 +36,7 @@ import pandas as pd
 
 from fairbits.errors import FairbitsError
 from fairbits.fileio import atomic_write
+from fairbits.seeding import keyed_seed
 
 REALISM_COLUMNS = ("fd", "kid")
 HIGHER_IS_BETTER = {"fd": False, "kid": False}
@@ -249,8 +249,8 @@ def kid_ci(feat_a, feat_b, *, ci: float = 0.95, n_boot: int = 200, paired: bool 
 
 # --------------------------------------------------------------------------- per group
 def _seed_for(seed: int, *key) -> int:
-    """A stable per-key seed (independent of Python's hash randomisation)."""
-    return int(np.random.SeedSequence([int(seed), zlib.crc32("\x1f".join(map(str, key)).encode())]).generate_state(1)[0])
+    """A stable integer seed per key (see :func:`fairbits.seeding.keyed_seed`)."""
+    return int(keyed_seed(seed, *key).generate_state(1)[0])
 
 
 def _row(group, a: np.ndarray, b: np.ndarray, *, seed: int, n_boot: int, ci: float,
