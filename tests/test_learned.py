@@ -13,16 +13,8 @@ from fairbits.codecs import Codec, bitstream, get_codec
 from fairbits.codecs.architectures import architecture, architecture_names, build_model
 from fairbits.codecs.base import available_codecs
 from fairbits.codecs.generative import GENERATIVE, build_discriminator
-from fairbits.codecs.learned import (
-    ExactPool,
-    LearnedCodec,
-    _ar_forward,
-    code_many,
-    learned_settings_summary,
-    load_checkpoint,
-    save_checkpoint,
-    zoo_file,
-)
+from fairbits.codecs.checkpoints import learned_settings_summary, load_checkpoint, save_checkpoint, zoo_file
+from fairbits.codecs.learned import ExactPool, LearnedCodec, _ar_forward, code_many
 from fairbits.data.images import to_tensor, to_uint8
 from fairbits.errors import CodecUnavailable, SpecError
 

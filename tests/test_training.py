@@ -41,7 +41,7 @@ def read_log(out):
 
 
 def test_training_lowers_the_loss(ds, tmp_path):
-    from fairbits.codecs.learned import load_checkpoint
+    from fairbits.codecs.checkpoints import load_checkpoint
 
     out = train_codec(ARCH, 0.01, ds, steps=40, out=tmp_path / "c.pt", log_every=1, **TINY)
     recs = read_log(out)

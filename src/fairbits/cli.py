@@ -69,7 +69,7 @@ def phantom(n: int = typer.Option(240, "--n", help="number of faces"),
 def codecs():
     """List every registered codec: name, kind, and whether it can run here."""
     from fairbits.codecs.base import available_codecs, get_codec
-    from fairbits.codecs.learned import learned_settings_summary
+    from fairbits.codecs.checkpoints import learned_settings_summary
 
     for name, kind, reason in available_codecs():
         status = "available" if reason is None else "unavailable: " + reason

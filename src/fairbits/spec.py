@@ -140,10 +140,18 @@ def parse_spec(data: dict, base_dir: Path | str = ".") -> AuditSpec:
     return spec
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar")
+
+
+def is_checkpoint_path(setting: str) -> bool:
+    """Whether a learned codec's setting names a file (a path separator or a checkpoint
+    suffix) rather than a built-in key or ``zoo-q<n>``."""
+    return "/" in setting or "\\" in setting or setting.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
 def _resolve_checkpoint(key: str, base_dir: Path | str) -> str:
     """A checkpoint that looks like a path is made absolute (relative to the spec's folder)."""
-    looks_like_path = "/" in key or "\\" in key or key.endswith((".pt", ".pth", ".tar"))
-    if looks_like_path and not Path(key).is_absolute():
+    if is_checkpoint_path(key) and not Path(key).is_absolute():
         return str((Path(base_dir) / key).resolve())
     return key
 

@@ -16,7 +16,7 @@ from fairbits.codecs.base import codec_info, get_codec
 from fairbits.data.manifest import build_manifest
 from fairbits.errors import SpecError
 from fairbits.measures.base import get_measure
-from fairbits.spec import AuditSpec
+from fairbits.spec import AuditSpec, is_checkpoint_path
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Cell:
         if self.quality is not None:
             return f"q{self.quality}"
         ck = self.checkpoint
-        return Path(ck).stem if ("/" in ck or "\\" in ck) else ck
+        return Path(ck).stem if is_checkpoint_path(ck) else ck
 
     @property
     def id(self) -> str:

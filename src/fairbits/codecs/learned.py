@@ -10,7 +10,7 @@ kind = its kind). A *setting* is a checkpoint, given as a string:
   usable only when the file is already in the torch hub cache
   (``torch.hub.get_dir()/checkpoints/``) since nothing is downloaded here;
 * a path to a checkpoint file (contains a path separator or ends in ``.pt``, ``.pth``,
-  ``.pth.tar`` or ``.tar``): a fairbits checkpoint (:func:`save_checkpoint`) or a
+  ``.pth.tar`` or ``.tar``): a fairbits checkpoint (:func:`~fairbits.codecs.checkpoints.save_checkpoint`) or a
   CompressAI state dict (plain, or ``{"state_dict": ...}`` as CompressAI's training
   script saves it), widths read from the tensor shapes.
 
@@ -36,9 +36,7 @@ Checkpoints are always read with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import copy
-import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,183 +44,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import FactorizedPrior, JointAutoregressiveHierarchicalPriors
 from torch import nn
 
 from fairbits.codecs import bitstream
-from fairbits.codecs.architectures import architecture, architecture_names, build_model
+from fairbits.codecs.architectures import architecture, architecture_names
 from fairbits.codecs.base import Coded, get_codec, register
+from fairbits.codecs.checkpoints import ZOO_PREFIX, _zoo_urls, builtin_checkpoints, load_checkpoint, zoo_file
 from fairbits.data.images import to_tensor, to_uint8
 from fairbits.errors import CodecUnavailable, SpecError
+from fairbits.spec import is_checkpoint_path
 
-FORMAT = "fairbits-codec/1"
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar")
-ZOO_PREFIX = "zoo-q"
 # Autoregressive fast path: a latent row counts as settled when a pass moves no value by
 # more than this. A changed rounding moves a value by ~1; float noise in the context
 # sums (~1e-6) would otherwise ripple one position per pass along the row.
 AR_TOLERANCE = 1e-3
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def _entropy_key(key: str, model: nn.Module) -> bool:
-    """True for state-dict entries of entropy models (kept float32: they define the CDFs)."""
-    prefixes = [n + "." for n, m in model.named_modules()
-                if isinstance(m, (EntropyBottleneck, GaussianConditional))]
-    return any(key.startswith(p) for p in prefixes)
-
-
-def save_checkpoint(model: nn.Module, arch: str, path: str | Path, meta: dict | None = None,
-                    fp16: bool = True) -> Path:
-    """Write ``model`` as a fairbits checkpoint.
-
-    Calls ``model.update(force=True)`` first so the integer CDF tables are stored. With
-    ``fp16``, floating tensors are stored as float16 except those of the entropy models
-    (``EntropyBottleneck``/``GaussianConditional``), which stay float32 so the stored
-    CDFs match their parameters exactly. ``meta`` must hold only plain values (str, int,
-    float, bool, lists, dicts): it is read back with ``weights_only=True``.
-
-    File content: ``{"format": "fairbits-codec/1", "arch", "N", "M", "state_dict", "meta"}``.
-    """
-    architecture(arch)  # unknown name -> SpecError
-    model.update(force=True)
-    state = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu()
-        if fp16 and v.is_floating_point() and not _entropy_key(k, model):
-            v = v.half()
-        state[k] = v.clone()
-    N = int(model.N)
-    obj = {"format": FORMAT, "arch": arch, "N": N, "M": int(getattr(model, "M", N)),
-           "state_dict": state, "meta": dict(meta or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path)
-    return path
-
-
-def _model_class(arch: str) -> type:
-    return type(build_model(arch, 16, 16))
-
-
-def _needs_update(model: nn.Module) -> bool:
-    for m in model.modules():
-        if isinstance(m, (EntropyBottleneck, GaussianConditional)) and m._quantized_cdf.numel() == 0:
-            return True
-        if isinstance(m, GaussianConditional) and m.scale_table.numel() == 0:
-            return True
-    return False
-
-
-def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict]:
-    """Load a fairbits checkpoint or a CompressAI state dict → ``(model in eval mode, meta)``.
-
-    Floating tensors are cast to float32; integer buffers (CDF tables) keep their type.
-    ``arch`` is required for a CompressAI state dict (it does not name its architecture)
-    and, if given, must match a fairbits checkpoint's. CDF tables are computed
-    (``update(force=True)``) only when the file lacks them.
-
-    Raises:
-        SpecError: missing file, wrong architecture, or not a checkpoint.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise SpecError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for disallowed objects, or a corrupt file
-        raise SpecError(f"cannot read checkpoint {path} (only tensors and plain values are "
-                        f"accepted): {e}") from None
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if arch is not None and obj["arch"] != arch:
-            raise SpecError(f"checkpoint {path} is for {obj['arch']!r}, not {arch!r}")
-        state = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
-        model = build_model(obj["arch"], int(obj["N"]), int(obj["M"]))
-        model.load_state_dict(state)
-        meta = dict(obj.get("meta") or {})
-        meta.setdefault("arch", obj["arch"])
-    else:
-        if arch is None:
-            raise SpecError(f"{path} is not a fairbits checkpoint; a CompressAI state dict needs "
-                            "its architecture name")
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise SpecError(f"{path} is neither a fairbits checkpoint nor a state dict of tensors")
-        from compressai.zoo.pretrained import load_pretrained  # renames old/DataParallel keys
-
-        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_pretrained(obj).items()}
-        cls = _model_class(arch)
-        if not hasattr(cls, "from_state_dict"):
-            raise SpecError(f"cannot infer the widths of a {arch} state dict")
-        try:
-            model = cls.from_state_dict(state)
-        except (KeyError, RuntimeError) as e:
-            raise SpecError(f"{path} is not a {arch} state dict: {e}") from None
-        meta = {"arch": arch, "format": "compressai"}
-    if _needs_update(model):
-        model.update(force=True)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, meta
-
-
-# ---------------------------------------------------------------- settings
-
-def _zoo_urls(arch: str) -> dict[int, str]:
-    """CompressAI's MSE weight URLs for ``arch`` by quality (empty if it has none)."""
-    zoo_name = architecture(arch).zoo_name
-    if zoo_name is None:
-        return {}
-    from compressai.zoo.image import model_urls
-
-    return dict(model_urls.get(zoo_name, {}).get("mse", {}))
-
-
-def zoo_file(arch: str, quality: int) -> tuple[Path, str]:
-    """``(path in the torch hub cache, URL)`` of a zoo checkpoint."""
-    url = _zoo_urls(arch)[quality]
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
-
-
-def builtin_checkpoints(arch: str, weights_dir: str | Path | None = None,
-                        ) -> list[tuple[str, Path, float | None]]:
-    """``(key, path, bpp or None)`` of the shipped checkpoints, ascending bpp (unknown last)."""
-    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR / arch
-    found = []
-    for p in sorted(d.glob("*.pt")) if d.is_dir() else []:
-        bpp = None
-        side = p.with_suffix(".json")
-        if side.is_file():
-            try:
-                value = json.loads(side.read_text()).get("bpp")
-                bpp = float(value) if value is not None else None
-            except (ValueError, TypeError, AttributeError):
-                bpp = None
-        found.append((p.stem, p, bpp))
-    return sorted(found, key=lambda t: (t[2] is None, t[2] or 0.0, t[0]))
-
-
-def _is_path(setting: str) -> bool:
-    return os.sep in setting or "/" in setting or setting.lower().endswith(CHECKPOINT_SUFFIXES)
-
-
-def learned_settings_summary(name: str) -> str:
-    """Which settings of codec ``name`` exist here, e.g. ``"built-in: 2, zoo: none of 8 cached"``."""
-    builtin = builtin_checkpoints(name)
-    urls = _zoo_urls(name)
-    cached = [q for q in urls if zoo_file(name, q)[0].is_file()]
-    if not urls:
-        zoo = "zoo: no CompressAI weights"
-    elif not cached:
-        zoo = f"zoo: none of {len(urls)} cached"
-    else:
-        zoo = f"zoo: {len(cached)} of {len(urls)} cached"
-    return f"built-in: {len(builtin)}, {zoo}; any checkpoint path"
 
 
 # ---------------------------------------------------------------- the codec
@@ -353,7 +189,7 @@ class LearnedCodec:
                     f"elsewhere and place it at that path (torch hub cache), or pass the "
                     f"downloaded file's path as the setting.")
             return path
-        if isinstance(setting, Path) or _is_path(s):
+        if isinstance(setting, Path) or is_checkpoint_path(s):
             p = Path(s).expanduser()
             if not p.is_file():
                 raise SpecError(f"{self.name}: checkpoint file not found: {p}")

@@ -32,7 +32,7 @@ Resumable training state is written every ``ckpt_every`` steps to ``<out>.train.
 discriminator and its optimizer, the step, the sampler state and every RNG state; it is
 read with ``torch.load(weights_only=True)``. A resumed run continues at the saved step and
 on CPU ends with bit-identical weights to an uninterrupted one. The final codec is written
-with :func:`fairbits.codecs.learned.save_checkpoint` (or the generative equivalent) to
+with :func:`fairbits.codecs.checkpoints.save_checkpoint` to
 ``out``, and the loss log to ``<out>.log.jsonl`` (one JSON object per ``log_every`` steps:
 means over those steps).
 """
@@ -58,6 +58,7 @@ from torch import nn
 
 from fairbits.data.images import fit_size, load_rgb
 from fairbits.errors import CodecUnavailable, DatasetError, FairbitsError, ImageError, SpecError
+from fairbits.codecs.checkpoints import save_checkpoint
 from fairbits.fileio import atomic_write
 from fairbits.spec import DatasetSpec
 
@@ -243,21 +244,6 @@ def log_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".log.jsonl")
 
 
-def _codec_io(kind: str):
-    """``(save_checkpoint, build_discriminator)`` from the learned/generative modules
-    (imported here, not at module load)."""
-    from fairbits.codecs import learned
-
-    save = learned.save_checkpoint
-    disc = None
-    if kind == "generative":
-        from fairbits.codecs import generative
-
-        save = getattr(generative, "save_checkpoint", save)
-        disc = generative.build_discriminator
-    return save, disc
-
-
 # --------------------------------------------------------------------------- training
 
 def train_codec(
@@ -393,7 +379,7 @@ def train_codec(
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=lr)
     aux_opt = torch.optim.Adam(aux_params, lr=aux_lr) if aux_params else None
-    save_checkpoint, build_disc = _codec_io(kind)
+    from fairbits.codecs.generative import build_discriminator as build_disc
     disc = disc_opt = None
     if generative:
         disc = build_disc(arch, widths["N"], widths["M"]).to(dev)
