@@ -7,6 +7,7 @@ L* is in [0, 100]. The white point is D65 (sRGB's own).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -149,6 +150,34 @@ ITA_FITZPATRICK_BOUNDS = (55.0, 41.0, 28.0, 10.0, -30.0)
 
 
 def ita_to_fitzpatrick(ita) -> np.ndarray:
-    """Fitzpatrick type 1–6 from ITA° (Del Bino's bins); works on scalars and arrays."""
+    """Fitzpatrick type 1–6 from ITA° (Del Bino's bins); works on scalars and arrays.
+
+    NaN ITA (no skin measured) gives 0.
+    """
     ita = np.asarray(ita, dtype=np.float64)
-    return 1 + np.sum(ita[..., None] <= np.array(ITA_FITZPATRICK_BOUNDS), axis=-1)
+    out = 1 + np.sum(ita[..., None] <= np.array(ITA_FITZPATRICK_BOUNDS), axis=-1)
+    return np.where(np.isnan(ita), 0, out)
+
+
+# Monk Skin Tone scale swatches, MST 1 (lightest) .. MST 10 (darkest), as sRGB hex.
+MST_SRGB: tuple[str, ...] = ("f6ede4", "f3e7db", "f7ead0", "eadaba", "d7bd96",
+                             "a07e56", "825c43", "604134", "3a312a", "292420")
+
+
+def hex_to_srgb(h: str) -> np.ndarray:
+    """``"rrggbb"`` → sRGB float array (3,) in [0, 1]."""
+    return np.array([int(h[i:i + 2], 16) for i in (0, 2, 4)], dtype=np.float64) / 255.0
+
+
+@functools.cache
+def mst_ita() -> tuple[float, ...]:
+    """ITA° of each Monk swatch (index 0 = MST 1), decreasing from light to dark."""
+    lab = srgb_to_lab(np.stack([hex_to_srgb(h) for h in MST_SRGB])).numpy()
+    return tuple(float(x) for x in ita_degrees(lab[:, 0], lab[:, 2]).numpy())
+
+
+def ita_to_monk(ita) -> np.ndarray:
+    """Monk category 1–10 of an ITA°: the swatch whose ITA is nearest; NaN gives 0."""
+    ita = np.asarray(ita, dtype=np.float64)
+    out = 1 + np.argmin(np.abs(np.nan_to_num(ita)[..., None] - np.array(mst_ita())), axis=-1)
+    return np.where(np.isnan(ita), 0, out)

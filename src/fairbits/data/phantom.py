@@ -27,7 +27,6 @@ spacing), ``lips`` in :data:`LIPS` (lip heights about 2:1), ``hair_type`` in
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Mapping
@@ -39,16 +38,14 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from fairbits.colour import ita_degrees, ita_to_fitzpatrick, lab_to_srgb, srgb_to_lab
+from fairbits.colour import (MST_SRGB, hex_to_srgb, ita_to_fitzpatrick, lab_to_srgb, mst_ita,
+                             srgb_to_lab)
 from fairbits.fileio import atomic_write, atomic_write_text
 
 VERSION = 1
 
 REGIONS: dict[str, int] = {"background": 0, "skin": 1, "lips": 2, "eyes": 3, "hair": 4}
 
-# Monk Skin Tone scale swatches, MST 1 (lightest) .. MST 10 (darkest), as sRGB hex.
-MST_SRGB: tuple[str, ...] = ("f6ede4", "f3e7db", "f7ead0", "eadaba", "d7bd96",
-                             "a07e56", "825c43", "604134", "3a312a", "292420")
 
 SKIN_GROUPS = ("MST1-3", "MST4-7", "MST8-10")
 _GROUP_MST = {"MST1-3": (1, 2, 3), "MST4-7": (4, 5, 6, 7), "MST8-10": (8, 9, 10)}
@@ -68,11 +65,6 @@ _F32 = np.float32
 
 # --------------------------------------------------------------------------- labels
 
-def _hex_to_srgb(h: str) -> np.ndarray:
-    """``"rrggbb"`` → sRGB float array (3,) in [0, 1]."""
-    return np.array([int(h[i:i + 2], 16) for i in (0, 2, 4)], dtype=np.float64) / 255.0
-
-
 def _to_linear(srgb) -> np.ndarray:
     """sRGB in [0, 1] → linear light (same shape, float32)."""
     c = np.asarray(srgb, dtype=_F32)
@@ -83,13 +75,6 @@ def _to_srgb(lin: np.ndarray) -> np.ndarray:
     """Linear light → sRGB in [0, 1] (clipped); same shape, float32."""
     c = np.clip(lin, 0.0, 1.0)
     return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055).astype(_F32)
-
-
-@functools.cache
-def _mst_ita() -> tuple[float, ...]:
-    """ITA° of each MST swatch (index 0 = MST 1)."""
-    lab = srgb_to_lab(np.stack([_hex_to_srgb(h) for h in MST_SRGB])).numpy()
-    return tuple(float(x) for x in ita_degrees(lab[:, 0], lab[:, 2]).numpy())
 
 
 def skin_group_of(mst: int) -> str:
@@ -112,7 +97,7 @@ def _face_labels(seed: int, i: int, balance: str | None) -> dict:
         mst = int(rng.choice(_GROUP_MST[SKIN_GROUPS[i % len(SKIN_GROUPS)]]))
     else:
         mst = int(rng.integers(1, 11))
-    ita = _mst_ita()[mst - 1]
+    ita = mst_ita()[mst - 1]
     return {
         "image_id": f"phantom_{i:05d}", "mst": mst, "ita": ita,
         "fitzpatrick": int(ita_to_fitzpatrick(ita)), "skin_group": skin_group_of(mst),
@@ -469,7 +454,7 @@ def _hair(pose: _Pose, g: _Geometry, labels: Mapping, rng: np.random.Generator):
                     0.3 * crx * np.sqrt(np.clip(-back_sd / crx * 3, 0, 1)))
     n = _normals(hh, pose)
     shade = _lambert(n, pose.light, 0.35) * (1 - 0.35 * _cover(-back_sd, pose.px) * (1 - front))
-    base = _to_linear(np.clip(_hex_to_srgb(_HAIR_SRGB[labels["hair_colour"]])
+    base = _to_linear(np.clip(hex_to_srgb(_HAIR_SRGB[labels["hair_colour"]])
                               * rng.uniform(0.85, 1.15), 0, 1))
     sheen = 0.08 * _specular(n, pose.light, 14.0) * np.clip(tex, 0, None)
     colour = base * (np.clip(tex, 0.05, None) * shade)[..., None] + sheen[..., None]
@@ -671,7 +656,7 @@ def render_face(labels: Mapping, seed: int, size: int = 256) -> tuple[np.ndarray
     pose = _pose(size, rng)
     g = _geometry(labels, rng)
     u, v, px = pose.u, pose.v, pose.px
-    base_srgb = _hex_to_srgb(MST_SRGB[int(labels["mst"]) - 1])
+    base_srgb = hex_to_srgb(MST_SRGB[int(labels["mst"]) - 1])
     skin_lin = _to_linear(base_srgb)
 
     img = _background(pose, rng)
@@ -683,7 +668,7 @@ def render_face(labels: Mapping, seed: int, size: int = 256) -> tuple[np.ndarray
     ears, ear_shade, ear_h = _ears(pose, g)
     cloth, cloth_col = _clothing(pose, rng, neck_w)
     hair_front, hair_back, hair_col = _hair(pose, g, labels, rng)
-    iris_col = _to_linear(_hex_to_srgb(str(rng.choice(_IRIS_SRGB))) * rng.uniform(0.8, 1.1))
+    iris_col = _to_linear(hex_to_srgb(str(rng.choice(_IRIS_SRGB))) * rng.uniform(0.8, 1.1))
     eyes = [_eye(pose, g, s, rng, iris_col) for s in (-1, 1)]
     brows = np.maximum(_brow(pose, g, -1), _brow(pose, g, 1)) * face
     lips, mouth_line, upper_lip, lip_t = _lips(pose, g)
@@ -736,7 +721,7 @@ def render_face(labels: Mapping, seed: int, size: int = 256) -> tuple[np.ndarray
         _put(img, opening, col * (0.5 + 0.5 * s_face)[..., None])
         _put(img, lash, np.array([0.012, 0.01, 0.009], _F32))
     brow_tex = 0.6 + 0.45 * np.tanh(_noise1d(rng, u * 0.8 + v * 0.6, (0.004, 0.01), (0.6, 0.4)))
-    brow_col = _to_linear(_hex_to_srgb(_HAIR_SRGB[labels["hair_colour"]]) * 0.8)
+    brow_col = _to_linear(hex_to_srgb(_HAIR_SRGB[labels["hair_colour"]]) * 0.8)
     _put(img, 0.85 * brows, brow_col * (brow_tex * s_face)[..., None])
     _put(img, hair_front, hair_col)
 
