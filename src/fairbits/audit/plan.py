@@ -7,7 +7,7 @@ grid, a missing dataset path, an unknown group column, an empty group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,7 @@ import pandas as pd
 from fairbits.codecs.base import codec_info, get_codec
 from fairbits.data.manifest import build_manifest
 from fairbits.errors import SpecError
-from fairbits.measures.base import get_measure
+from fairbits.measures.base import Measure, resolve_measure
 from fairbits.spec import AuditSpec, is_checkpoint_path
 
 
@@ -65,6 +65,12 @@ class AuditPlan:
     manifest: pd.DataFrame
     measures: list[str]  # per-image measure names, without "bpp" (always recorded)
     realism: str | None = None  # feature extractor of the realism measure, if asked for
+    measure_set: list[Measure] = field(default_factory=list)  # the measures, resolved for the spec
+
+    @property
+    def needs_faces(self) -> bool:
+        """Whether some measure needs the face analysis of the originals."""
+        return any(m.needs_faces for m in self.measure_set)
 
 
 def _check_setting(codec, name: str, value) -> None:
@@ -114,12 +120,14 @@ def plan_realism(spec: AuditSpec) -> str | None:
     return spec.realism_features
 
 
-def plan_measures(spec: AuditSpec) -> list[str]:
-    """Per-image measure names to compute (``bpp`` is always recorded and needs no entry)."""
+def plan_measures(spec: AuditSpec) -> list[Measure]:
+    """Per-image measures to compute (``bpp`` is always recorded and needs no entry).
+
+    Raises SpecError for an unknown measure or a bad measure option (e.g. a missing
+    phenotype classifier file).
+    """
     names = [m for m in dict.fromkeys(spec.measures) if m not in ("bpp", REALISM)]
-    for m in names:
-        get_measure(m)  # unknown → SpecError
-    return names
+    return [resolve_measure(m, spec) for m in names]
 
 
 def _check_groups(spec: AuditSpec, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -143,7 +151,7 @@ def _check_groups(spec: AuditSpec, manifest: pd.DataFrame) -> pd.DataFrame:
 def plan_audit(spec: AuditSpec) -> AuditPlan:
     """Validate everything and build the manifest; raises a FairbitsError on bad config."""
     cells = plan_cells(spec)
-    measures = plan_measures(spec)
+    measure_set = plan_measures(spec)
     realism = plan_realism(spec)
     ds = spec.dataset
     if not ds.path.exists():
@@ -154,4 +162,4 @@ def plan_audit(spec: AuditSpec) -> AuditPlan:
     manifest = _check_groups(spec, manifest)
     for col in spec.group_columns:
         manifest[col] = manifest[col].astype("string")
-    return AuditPlan(spec, cells, manifest, measures, realism)
+    return AuditPlan(spec, cells, manifest, [m.name for m in measure_set], realism, measure_set)

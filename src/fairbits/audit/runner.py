@@ -23,10 +23,11 @@ from fairbits import __version__
 from fairbits.audit.plan import AuditPlan, Cell, plan_audit
 from fairbits.audit.store import RunStore
 from fairbits.audit.coding import CHECK_COLUMNS, check_sample, code_images
+from fairbits.audit.faces import FaceBatch, FaceCache, FaceRecord
 from fairbits.codecs.base import Codec, get_codec
 from fairbits.data.images import fit_size, load_rgb, to_tensor
 from fairbits.errors import FairbitsError, ImageError
-from fairbits.measures.base import get_measure
+from fairbits.measures.base import Measure, higher_is_better
 from fairbits.measures.features import get_extractor
 from fairbits.measures.realism import FeatureStore
 from fairbits.spec import AuditSpec
@@ -44,12 +45,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def measure_columns(measures: list[str]) -> list[str]:
-    """Result columns written for the given measure names (``bpp`` first)."""
-    cols = ["bpp"]
+def measure_columns(measures: list[Measure]) -> list[str]:
+    """Result columns written for the given measures (``bpp`` first, then ``face_found``
+    when some measure needs faces)."""
+    cols = ["bpp"] + (["face_found"] if any(m.needs_faces for m in measures) else [])
     for m in measures:
-        cols += [c for c in get_measure(m).columns if c not in cols]
+        cols += [c for c in m.columns if c not in cols]
     return cols
+
+
+def _directions(measures: list[Measure]) -> dict[str, bool]:
+    return {c: higher_is_better(c) for c in measure_columns(measures)}
 
 
 def _fingerprint(plan: AuditPlan) -> str:
@@ -73,7 +79,8 @@ def run_info(plan: AuditPlan) -> dict:
         "groups": plan.spec.group_columns,
         "measure_names": plan.measures,
         "realism": plan.realism,
-        "measures": measure_columns(plan.measures),
+        "measures": measure_columns(plan.measure_set),
+        "directions": _directions(plan.measure_set),
         "seed": plan.spec.seed,
         "n_boot": plan.spec.n_boot,
         "n_perm": plan.spec.n_perm,
@@ -109,27 +116,36 @@ def _load_original(path: str, max_pixels: int, size: int | None) -> np.ndarray |
         return f"{type(e).__name__}: {e}"
 
 
-def _measure(measures: list[str], originals: list[np.ndarray], recons: list[np.ndarray],
-             device: torch.device) -> dict[str, np.ndarray]:
-    """Every measure column for images of one size, as float64 arrays of length N."""
+def _measure(measures: list[Measure], originals: list[np.ndarray], recons: list[np.ndarray],
+             device: torch.device, faces: list[FaceRecord] | None = None) -> dict[str, np.ndarray]:
+    """Every measure column for images of one size, as float64 arrays of length N.
+
+    ``faces`` (the originals' analyses, same order) is required when a measure needs faces.
+    """
     step = CPU_MEASURE_CHUNK if device.type == "cpu" else len(originals)
+    batch = FaceBatch.stack(faces, device) if faces is not None else None
     parts: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for k in range(0, len(originals), step):
             x = to_tensor(originals[k:k + step], device)
             y = to_tensor(recons[k:k + step], device)
+            context = {"faces": batch.take(slice(k, k + step))} if batch is not None else {}
             for m in measures:
-                for col, v in get_measure(m).fn(x, y, {}).items():
+                for col, v in m.fn(x, y, context).items():
                     parts.setdefault(col, []).append(torch.as_tensor(v).detach().double().cpu().numpy())
     return {col: np.concatenate(v) for col, v in parts.items()}
 
 
-def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[str],
+def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[Measure],
                columns: list[str], device: torch.device, pool: ThreadPoolExecutor,
                cache: dict, checked: set[str] = frozenset(),
-               processes=None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+               processes=None, faces: dict[str, FaceRecord] | None = None,
+               ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Per-image rows of one cell for one batch of manifest rows (errors included), and
-    the reconstructions that were measured (``uint8 (H, W, 3)`` by image id)."""
+    the reconstructions that were measured (``uint8 (H, W, 3)`` by image id).
+
+    ``faces`` holds the originals' face analyses by image id when a measure needs them;
+    it also fills the ``face_found`` column (1/0)."""
     ids = list(batch["image_id"])
     keys = {i: (k if isinstance(k, str) else i) for i, k in zip(ids, batch["checksum"])}
     outcomes = code_images(cell, codec, ids, originals, keys, pool=pool, cache=cache,
@@ -141,6 +157,8 @@ def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, m
                "target_bpp": cell.target_bpp, "quality": np.nan, "checkpoint": cell.checkpoint,
                "num_bytes": np.nan, "height": np.nan, "width": np.nan,
                **{c: np.nan for c in columns}, **{c: np.nan for c in CHECK_COLUMNS}, "error": None}
+        if faces is not None and i in faces:
+            row["face_found"] = float(faces[i].face_found)
         if isinstance(res, str):
             row["error"] = res
         else:
@@ -156,7 +174,8 @@ def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, m
     index = {r["image_id"]: r for r in rows}
     for group in by_size.values():
         try:
-            vals = _measure(measures, [originals[i] for i in group], [good[i].recon for i in group], device)
+            vals = _measure(measures, [originals[i] for i in group], [good[i].recon for i in group], device,
+                            None if faces is None else [faces[i] for i in group])
         except Exception as e:
             for i in group:
                 index[i]["error"] = f"measure failed: {type(e).__name__}: {e}"
@@ -228,7 +247,7 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
     plan = plan_audit(spec)
     store = _prepare_store(plan, out)
     device = resolve_device(spec.device)
-    columns = measure_columns(plan.measures)
+    columns = measure_columns(plan.measure_set)
     codecs = {c.codec: get_codec(c.codec) for c in plan.cells}
     manifest = plan.manifest
     todo = {c.id: store.done_ids(c.id) for c in plan.cells if not store.is_done(c.id)}
@@ -240,6 +259,7 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
         extractor, features = get_extractor(plan.realism), FeatureStore(out, plan.realism)
         if "originals" in features.keys():
             orig_feats = set(features.load("originals")[0])
+    face_cache = FaceCache(out, embed="identity" in plan.measures) if plan.needs_faces else None
     checked = {c.id: check_sample(all_ids, c.id, spec.seed) for c in plan.cells if c.mode == "fast"}
     written = 0
     bs, ds = spec.batch_size, spec.dataset
@@ -263,11 +283,15 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
                 new = {i: im for i, im in originals.items() if not isinstance(im, str) and i not in orig_feats}
                 _save_features(features, extractor, "originals", new)
                 orig_feats.update(new)
+            faces = None
+            if face_cache is not None:
+                keys = {i: (k if isinstance(k, str) else i) for i, k in zip(need["image_id"], need["checksum"])}
+                faces = face_cache.records(originals, keys)
             cache: dict = {}
             for cell, b in pending:
-                rows, recons = code_batch(cell, codecs[cell.codec], b, originals, plan.measures, columns,
+                rows, recons = code_batch(cell, codecs[cell.codec], b, originals, plan.measure_set, columns,
                                           device, pool, cache, checked.get(cell.id, frozenset()),
-                                          exact_pools.get(cell))
+                                          exact_pools.get(cell), faces)
                 if extractor is not None:  # features first: a part is only visible once they exist
                     _save_features(features, extractor, cell.id, recons)
                 store.append(cell.id, rows)

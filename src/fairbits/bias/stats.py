@@ -325,7 +325,8 @@ def write_stats(run_dir: str | Path, results: pd.DataFrame | None = None, *,
     Unspecified arguments come from the run: ``results`` from
     :func:`fairbits.audit.store.load_results`, ``group_cols``/``measures``/``seed`` from
     ``run.json`` (measure names are expanded to their result columns, plus ``bpp``),
-    ``n_boot``/``n_perm`` from ``run.json`` or 1000.
+    ``n_boot``/``n_perm`` from ``run.json`` or 1000; column directions recorded in
+    ``run.json`` (``directions``) override the measure registry.
     Returns ``{"summary": path, "bias": path, "pairwise": path}``.
     """
     run_dir = Path(run_dir)
@@ -341,7 +342,8 @@ def write_stats(run_dir: str | Path, results: pd.DataFrame | None = None, *,
     seed = int(seed if seed is not None else info.get("seed", 0))
     n_boot = int(n_boot if n_boot is not None else info.get("n_boot", 1000))
     n_perm = int(n_perm if n_perm is not None else info.get("n_perm", 1000))
-    tables = summarize_run(results, group_cols, cols, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci)
+    tables = summarize_run(results, group_cols, cols, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
+                           directions=info.get("directions"))
     paths = {}
     for name, table in zip(("summary", "bias", "pairwise"), tables):
         paths[name] = atomic_write(run_dir / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))

@@ -55,12 +55,15 @@ class FaceAnalysis:
 
     ``landmarks``: float32 (478, 2) pixel coordinates ``(x, y)`` (x right, y down), or
     None when no face was found. ``masks``: bool (H, W) arrays named by
-    :data:`MASK_NAMES`, all False when no face was found.
+    :data:`MASK_NAMES`, all False when no face was found. ``person``: bool (H, W)
+    selfie-segmentation mask (probability > :data:`PERSON_THRESHOLD`), None when no face
+    was found.
     """
 
     face_found: bool
     landmarks: np.ndarray | None
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+    person: np.ndarray | None = None
 
 
 def _connections():
@@ -217,7 +220,7 @@ class FaceAnalyzer:
         lm = res.multi_face_landmarks[0].landmark
         pts = np.array([(p.x * w, p.y * h) for p in lm], dtype=np.float32)
         person = self._seg.process(img).segmentation_mask
-        return FaceAnalysis(True, pts, region_masks(pts, (h, w), person))
+        return FaceAnalysis(True, pts, region_masks(pts, (h, w), person), person > PERSON_THRESHOLD)
 
     def close(self) -> None:
         """Release the mediapipe graphs (safe to call twice)."""
