@@ -94,9 +94,10 @@ def demo(out: Path = typer.Option(Path("fairbits-demo"), "--out", "-o", help="de
     print(path.resolve())
 
 
-from fairbits import cli_train  # noqa: E402  (train-codec)
+from fairbits import cli_probe, cli_train  # noqa: E402  (train-codec, probe)
 
 cli_train.register(app)
+cli_probe.register(app)
 
 
 def main() -> None:  # pragma: no cover
