@@ -97,6 +97,10 @@ class AuditSpec(BaseModel):
     codecs: list[CodecSpec] = Field(min_length=1)
     measures: list[str] = Field(default_factory=lambda: ["psnr", "ms_ssim"])
     realism_features: str = Field(default="sface", description="feature space of the realism measure")
+    phenotype_models: list[Path] = Field(default_factory=list,
+                                         description="classifier files (fairbits train-phenotype) for `phenotype`")
+    identity_fmr: float = Field(default=1e-3, gt=0, lt=1,
+                                description="false-match rate on originals that sets the verification threshold")
     seed: int = 0
     batch_size: int = Field(default=32, gt=0)
     workers: int = Field(default=2, gt=0, description="threads for decoding and coding images")
@@ -137,6 +141,7 @@ def parse_spec(data: dict, base_dir: Path | str = ".") -> AuditSpec:
         spec.dataset.path = (Path(base_dir) / spec.dataset.path).resolve()
     for c in spec.codecs:
         c.checkpoint = [_resolve_checkpoint(k, base_dir) for k in c.checkpoint or []] or None
+    spec.phenotype_models = [p if p.is_absolute() else (Path(base_dir) / p).resolve() for p in spec.phenotype_models]
     return spec
 
 

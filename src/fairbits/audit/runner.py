@@ -81,6 +81,8 @@ def run_info(plan: AuditPlan) -> dict:
         "realism": plan.realism,
         "measures": measure_columns(plan.measure_set),
         "directions": _directions(plan.measure_set),
+        "face_columns": [c for c in measure_columns(plan.measure_set)
+                         if c == "face_found" or any(c in m.columns for m in plan.measure_set if m.needs_faces)],
         "seed": plan.spec.seed,
         "n_boot": plan.spec.n_boot,
         "n_perm": plan.spec.n_perm,
@@ -117,10 +119,12 @@ def _load_original(path: str, max_pixels: int, size: int | None) -> np.ndarray |
 
 
 def _measure(measures: list[Measure], originals: list[np.ndarray], recons: list[np.ndarray],
-             device: torch.device, faces: list[FaceRecord] | None = None) -> dict[str, np.ndarray]:
+             device: torch.device, faces: list[FaceRecord] | None = None,
+             labels: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
     """Every measure column for images of one size, as float64 arrays of length N.
 
-    ``faces`` (the originals' analyses, same order) is required when a measure needs faces.
+    ``faces`` (the originals' analyses, same order) is required when a measure needs faces;
+    ``labels`` (their manifest rows, same order) reach measures as ``context["labels"]``.
     """
     step = CPU_MEASURE_CHUNK if device.type == "cpu" else len(originals)
     batch = FaceBatch.stack(faces, device) if faces is not None else None
@@ -130,6 +134,8 @@ def _measure(measures: list[Measure], originals: list[np.ndarray], recons: list[
             x = to_tensor(originals[k:k + step], device)
             y = to_tensor(recons[k:k + step], device)
             context = {"faces": batch.take(slice(k, k + step))} if batch is not None else {}
+            if labels is not None:
+                context["labels"] = labels.iloc[k:k + step]
             for m in measures:
                 for col, v in m.fn(x, y, context).items():
                     parts.setdefault(col, []).append(torch.as_tensor(v).detach().double().cpu().numpy())
@@ -175,7 +181,8 @@ def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, m
     for group in by_size.values():
         try:
             vals = _measure(measures, [originals[i] for i in group], [good[i].recon for i in group], device,
-                            None if faces is None else [faces[i] for i in group])
+                            None if faces is None else [faces[i] for i in group],
+                            batch.set_index("image_id").loc[group].reset_index())
         except Exception as e:
             for i in group:
                 index[i]["error"] = f"measure failed: {type(e).__name__}: {e}"
@@ -318,7 +325,18 @@ def finish_report(run_dir: str | Path) -> Path:
 
     store = RunStore(run_dir)
     info, results = store.read_info(), load_results(run_dir)  # read the rows once for all three
-    write_stats(run_dir, results)
+    manifest = store.read_manifest()
+    measures = list(info.get("measures", []))
+    if "identity_cos" in results.columns:
+        from fairbits.bias.verification import add_identity_nonmatch
+
+        results = add_identity_nonmatch(run_dir, results, manifest, seed=info.get("seed", 0),
+                                        fmr=info.get("spec", {}).get("identity_fmr", 1e-3))
+        measures.append("identity_nonmatch")
+    write_stats(run_dir, results, measures=measures)
+    from fairbits.bias.attribution import write_attribution
+
+    write_attribution(run_dir, results, info["groups"], n_boot=info.get("n_boot", 1000), seed=info.get("seed", 0))
     if info.get("realism"):
         write_realism(run_dir, results, info["groups"], info["realism"], seed=info.get("seed", 0))
-    return render_report(run_dir, results, store.read_manifest(), info)
+    return render_report(run_dir, results, manifest, info)

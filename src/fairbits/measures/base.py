@@ -58,7 +58,7 @@ def register_measure_factory(name: str, factory: Callable, description: str = ""
 
 
 def _load_builtins() -> None:
-    from fairbits.measures import face, pixel  # noqa: F401  (register on import)
+    from fairbits.measures import classifiers, face, pixel  # noqa: F401  (register on import)
 
 
 def measure_names() -> list[str]:

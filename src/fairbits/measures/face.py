@@ -33,7 +33,7 @@ import torch
 
 from fairbits.colour import ita_to_fitzpatrick, ita_to_monk, srgb_to_lab
 from fairbits.face.tone import region_delta_e, region_lab, tone_stats
-from fairbits.measures.base import register_measure
+from fairbits.measures.base import HIGHER_IS_BETTER, register_measure
 
 # Face-mesh points of the geometry ratios.
 IRIS = (468, 473)
@@ -157,3 +157,6 @@ register_measure("landmarks", {"face_found_recon": True, "landmark_nme": False,
                  needs_faces=True)
 register_measure("identity", {"identity_cos": True}, identity,
                  "cosine similarity of aligned SFace embeddings, original vs reconstruction", needs_faces=True)
+# Added when the report is made (fairbits.bias.verification): 1 = false non-match at the
+# threshold calibrated on the originals.
+HIGHER_IS_BETTER["identity_nonmatch"] = False

