@@ -73,7 +73,7 @@ def codecs():
 
     for name, kind, reason in available_codecs():
         status = "available" if reason is None else "unavailable: " + reason
-        if reason is None and kind != "classical":
+        if reason is None and kind not in ("classical", "system"):
             ready = bool(get_codec(name).settings)
             status = ("available" if ready else "needs weights") + f" ({learned_settings_summary(name)})"
         print(f"{name:<28} {kind:<11} {status}")

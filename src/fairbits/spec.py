@@ -60,12 +60,15 @@ class CodecSpec(BaseModel):
     files of a learned codec (paths relative to the spec file), ``target_bpp`` asks for
     a per-image search of the setting nearest each rate. ``mode`` is how a learned codec
     runs: ``exact`` (real entropy coding) or ``fast`` (batched forward pass, rate
-    estimated from likelihoods, checked against exact coding on a sample).
+    estimated from likelihoods, checked against exact coding on a sample). ``entry``
+    names a Python callable ``package.module:function`` that maps an image to an image
+    (a system to audit, e.g. super-resolution); ``name`` is then the label it gets.
     """
 
     model_config = _STRICT
 
     name: str
+    entry: str | None = None
     quality: list[int] | None = None
     checkpoint: list[str] | None = None
     target_bpp: list[float] | None = None
@@ -80,6 +83,11 @@ class CodecSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self):
+        if self.entry is not None:
+            if self.checkpoint or self.target_bpp:
+                raise ValueError(f"codec {self.name!r}: a system given by `entry` takes no checkpoint or target_bpp")
+            self.quality = self.quality or [1]
+            return self
         if not self.quality and not self.target_bpp and not self.checkpoint:
             raise ValueError(f"codec {self.name!r}: give `quality: [...]`, `checkpoint: [...]` "
                              "or `target_bpp: [...]`")

@@ -86,12 +86,19 @@ def plan_cells(spec: AuditSpec) -> list[Cell]:
     """The cells a spec asks for, in spec order; checks codecs, settings and modes."""
     cells: list[Cell] = []
     for c in spec.codecs:
+        if c.entry is not None:
+            from fairbits.codecs.systems import register_entry_system
+
+            register_entry_system(c.name, c.entry)  # bad entry → SpecError
         info = codec_info(c.name)  # unknown name → SpecError
         codec = get_codec(c.name)  # cannot run here → CodecUnavailable
-        learned = info.kind != "classical"
+        learned = info.kind not in ("classical", "system")
         mode = c.mode or ("fast" if learned else "exact")
         if mode == "fast" and not hasattr(codec, "forward_batch"):
             raise SpecError(f"codec {c.name!r} has no fast mode (only learned codecs do): use mode: exact")
+        if info.kind == "system" and c.target_bpp:
+            raise SpecError(f"codec {c.name!r} is an image-to-image system with no bit rate: "
+                            "use `quality: [...]` (its settings), not `target_bpp`")
         if c.checkpoint and not learned:
             raise SpecError(f"codec {c.name!r} takes `quality`, not `checkpoint`")
         values = [f"zoo-q{q}" if learned else q for q in c.quality or []] + list(c.checkpoint or [])

@@ -337,6 +337,10 @@ def finish_report(run_dir: str | Path) -> Path:
     from fairbits.bias.attribution import write_attribution
 
     write_attribution(run_dir, results, info["groups"], n_boot=info.get("n_boot", 1000), seed=info.get("seed", 0))
+    from fairbits.bias.paired import write_paired
+
+    write_paired(run_dir, results, info["groups"], measures, n_boot=info.get("n_boot", 1000),
+                 n_perm=info.get("n_perm", 1000), seed=info.get("seed", 0))
     if info.get("realism"):
         write_realism(run_dir, results, info["groups"], info["realism"], seed=info.get("seed", 0))
     return render_report(run_dir, results, manifest, info)

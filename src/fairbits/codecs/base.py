@@ -26,21 +26,23 @@ class Coded:
         data: the encoded bitstream.
         recon: decoded image, ``uint8 (H, W, 3)``, same size as the input.
         setting: the codec setting that produced it (e.g. quality 30).
+        rated: False for a system without a bitstream (rate and size are then NaN).
     """
 
     data: bytes
     recon: np.ndarray
     setting: Any
+    rated: bool = True
 
     @property
-    def num_bytes(self) -> int:
-        return len(self.data)
+    def num_bytes(self) -> float:
+        return float(len(self.data)) if self.rated else float("nan")
 
     @property
     def bpp(self) -> float:
-        """Bits per pixel of the coded (unpadded) image."""
+        """Bits per pixel of the coded (unpadded) image; NaN for an unrated system."""
         h, w = self.recon.shape[:2]
-        return 8.0 * len(self.data) / (h * w)
+        return 8.0 * len(self.data) / (h * w) if self.rated else float("nan")
 
 
 @runtime_checkable
@@ -52,7 +54,7 @@ class Codec(Protocol):
     """
 
     name: str
-    kind: str  # "classical" | "learned" | "generative"
+    kind: str  # "classical" | "learned" | "generative" | "system"
     settings: tuple
 
     def code(self, image: np.ndarray, setting: Any) -> Coded:
@@ -120,3 +122,4 @@ def _load_builtins() -> None:
     _Builtins.loaded = True
     from fairbits.codecs import classical  # noqa: F401  (registers on import)
     from fairbits.codecs import learned  # noqa: F401  (registers one codec per architecture)
+    from fairbits.codecs import systems  # noqa: F401  (image-to-image systems)

@@ -384,11 +384,12 @@ def render_report(run_dir: str | Path, results: pd.DataFrame, manifest: pd.DataF
 
 def _builtin_sections() -> list[SectionBuilder]:
     from fairbits.report.checks import fast_check_section
+    from fairbits.report.paired import paired_section
     from fairbits.report.phenotype import phenotype_section
     from fairbits.report.realism import realism_section
 
     *body, reading = DEFAULT_SECTIONS  # the reading guide stays last
-    return [*body, phenotype_section, realism_section, fast_check_section, reading]
+    return [*body, phenotype_section, paired_section, realism_section, fast_check_section, reading]
 
 
 def write_report(run_dir: str | Path, *, extra_sections: Iterable[SectionBuilder | Section] = ()) -> Path:
