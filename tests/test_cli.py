@@ -76,6 +76,10 @@ def test_small_demo(tmp_path):
     learned = fairbits.load_results(report.parent).query("mode == 'fast'")
     assert learned["bpp"].min() < 0.15  # a built-in learned setting below 0.15 bpp
     assert (report.parent / "realism.csv").is_file()
+    for col in ("delta_ita", "identity_cos", "identity_nonmatch", "skin_group_flip", "hair_type_flip"):
+        assert (bias.measure == col).any(), col
+    assert (report.parent / "attribution.csv").is_file()
+    assert 'id="phenotype"' in report.read_text()
     df = fairbits.load_results(report.parent)
     webp = df[df.codec == "webp"].groupby("setting")["bpp"].mean()
     assert webp["bpp0.1"] < webp["bpp0.25"] < webp["bpp0.5"]

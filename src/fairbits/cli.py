@@ -94,9 +94,10 @@ def demo(out: Path = typer.Option(Path("fairbits-demo"), "--out", "-o", help="de
     print(path.resolve())
 
 
-from fairbits import cli_phenotype, cli_probe, cli_train  # noqa: E402  (train-codec, train-phenotype, probe)
+from fairbits import cli_fairgen, cli_phenotype, cli_probe, cli_train  # noqa: E402
 
 cli_train.register(app)
+cli_fairgen.register(app)
 cli_phenotype.register(app)
 cli_probe.register(app)
 

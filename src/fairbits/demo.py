@@ -1,9 +1,12 @@
 """``fairbits demo``: phantom faces, classical codecs at three rates and the built-in learned
-codecs, bias statistics, realism and a report."""
+codecs, pixel, skin-tone, identity and phenotype-classifier measures, bias statistics, realism,
+attribution and a report."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pandas as pd
 
 from fairbits.audit.runner import run_audit
 from fairbits.codecs.base import get_codec
@@ -13,30 +16,55 @@ from fairbits.spec import parse_spec
 DEMO_CODECS = ("jpeg", "jpeg444", "webp", "avif")
 DEMO_RATES = (0.1, 0.25, 0.5)
 DEMO_LEARNED = ("bmshj2018-hyperprior", "mbt2018-mean", "hific")  # built-in checkpoints, fast mode
-DEMO_MEASURES = ("psnr", "psnr_y", "ssim", "ms_ssim", "ciede2000")
+DEMO_MEASURES = ("psnr", "psnr_y", "ssim", "ms_ssim", "ciede2000", "skin_tone", "identity", "phenotype")
+# Classifiers trained on separate phantoms (another seed) with the fast colour features.
+DEMO_CLASSIFIERS = ("skin_group", "hair_type")
+CLASSIFIER_FEATURES = "colour"
 
 
-def demo_spec(labels_csv: Path, seed: int = 0) -> dict:
+def demo_spec(labels_csv: Path, seed: int = 0, phenotype_models=()) -> dict:
     """The demo's audit spec as a dict (the same form as a YAML spec)."""
     return {
-        "name": "fairbits demo: phantom faces, classical codecs",
+        "name": "fairbits demo: phantom faces",
         "dataset": {"reader": "csv", "path": str(labels_csv), "path_column": "path"},
         "groups": {"skin_group": ["MST1-3", "MST4-7", "MST8-10"]},
         "codecs": [{"name": c, "target_bpp": list(DEMO_RATES)} for c in DEMO_CODECS]
         + [{"name": c, "checkpoint": list(get_codec(c).builtin_settings), "mode": "fast"} for c in DEMO_LEARNED],
-        "measures": [*DEMO_MEASURES, "realism"],
+        "measures": [m for m in DEMO_MEASURES if m != "phenotype" or phenotype_models] + ["realism"],
+        "phenotype_models": [str(p) for p in phenotype_models],
         "seed": seed,
     }
 
 
+MIN_TRAINING_FACES = 60
+
+
+def train_demo_classifiers(out: Path, n: int, seed: int, progress: bool) -> list[Path]:
+    """Phenotype classifiers for :data:`DEMO_CLASSIFIERS`, trained on ``max(n, 60)`` phantoms
+    of seed ``seed + 1`` (so none of the audited faces); reuses models in ``out/models``."""
+    from fairbits.face.phenotype import train_phenotype
+
+    paths = [out / "models" / f"{t}.npz" for t in DEMO_CLASSIFIERS]
+    if all(p.is_file() for p in paths):
+        return paths
+    labels = render_phantoms(max(n, MIN_TRAINING_FACES), out / "train-phantoms", seed=seed + 1, balance="skin_group", progress=progress)
+    manifest = pd.read_csv(labels)
+    manifest["path"] = [str(labels.parent / p) for p in manifest["path"]]
+    for target, path in zip(DEMO_CLASSIFIERS, paths):
+        _, report = train_phenotype(manifest, target, path, features=CLASSIFIER_FEATURES, seed=seed,
+                                    progress=progress)
+        print(f"classifier {target}: held-out accuracy {report['held_out_accuracy']:.3f} "
+              f"({report['n_test']} faces)")
+    return paths
+
+
 def run_demo(out: str | Path = "fairbits-demo", n: int = 240, seed: int = 0,
              progress: bool = True) -> Path:
-    """Render (or reuse) ``n`` phantoms under ``out/phantoms`` and audit them into ``out/run``.
-
-    Returns the path of the HTML report.
-    """
+    """Render (or reuse) ``n`` phantoms under ``out/phantoms``, train the demo classifiers on
+    other phantoms, and audit into ``out/run``. Returns the path of the HTML report."""
     out = Path(out)
     labels = render_phantoms(n, out / "phantoms", seed=seed, balance="skin_group", progress=progress)
-    spec = parse_spec(demo_spec(labels.resolve(), seed))
+    models = train_demo_classifiers(out, n, seed, progress)
+    spec = parse_spec(demo_spec(labels.resolve(), seed, [m.resolve() for m in models]))
     run_dir = run_audit(spec, out / "run", progress=progress)
     return run_dir / "report.html"
