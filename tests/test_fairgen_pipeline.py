@@ -228,8 +228,8 @@ def test_bias_amplification_table():
     fair = np.repeat(np.arange(4), 25)
     t = bias_amplification(train, plain, fair, 2, names=["a", "b"])
     att = t[t.kind == "attribute"].set_index(["source", "cell"])
-    assert att.loc[("plain", "a=0"), "amplification"] == pytest.approx(0.5)
-    assert att.loc[("fairgen", "b=0"), "amplification"] == pytest.approx(5.0)
+    assert att.loc[("plain", "a=0"), "minority_ratio"] == pytest.approx(0.5)
+    assert att.loc[("fairgen", "b=0"), "minority_ratio"] == pytest.approx(5.0)
     assert att.loc[("fairgen", "a=0"), "target"] == pytest.approx(0.5)
     ov = t[t.kind == "overall"].set_index("source")
     assert ov.loc["fairgen", "kl"] == pytest.approx(0, abs=1e-9) and ov.loc["fairgen", "l2"] == 0
@@ -237,7 +237,7 @@ def test_bias_amplification_table():
     assert sub.cell.tolist() == ["a=0|b=0", "a=0|b=1", "a=1|b=0", "a=1|b=1"]
     assert (sub.ci_low <= sub.proportion).all() and (sub.proportion <= sub.ci_high).all()
     both = bias_amplification(None, plain, fair, 2, names=["a", "b"])          # no training images
-    assert both.amplification.isna().all() and set(both.source) == {"plain", "fairgen"}
+    assert both.minority_ratio.isna().all() and set(both.source) == {"plain", "fairgen"}
 
 
 def test_study_plain_keeps_the_skew_and_fairgen_balances(gen, fitted, tmp_path):
@@ -251,12 +251,12 @@ def test_study_plain_keeps_the_skew_and_fairgen_balances(gen, fitted, tmp_path):
     training = np.array(list(src["training"]["proportions"].values()))
     print("\nplain", plain.round(3), "fairgen", fair.round(3), "training", training.round(3),
           "KL plain/fair", round(src["plain"]["kl"], 4), round(src["fairgen"]["kl"], 4),
-          "amplification", src["plain"]["amplification"], src["fairgen"]["amplification"])
+          "amplification", src["plain"]["minority_ratio"], src["fairgen"]["minority_ratio"])
     assert plain[0] < 0.08 and plain[3] > 0.5                         # the prior's skew is kept
     assert np.abs(plain - training).max() < 0.06
     assert np.abs(fair - 0.25).max() < 0.04                            # FairGen: within a few points
     assert src["fairgen"]["kl"] < 0.01 < 0.3 < src["plain"]["kl"]
-    amp_plain, amp_fair = src["plain"]["amplification"], src["fairgen"]["amplification"]
+    amp_plain, amp_fair = src["plain"]["minority_ratio"], src["fairgen"]["minority_ratio"]
     assert set(amp_plain) == {"light_skin=0", "dark_hair=0"}
     assert all(0.75 < a < 1.33 for a in amp_plain.values())            # plain sampling preserves the imbalance
     assert amp_fair["light_skin=0"] > 2.5 and amp_fair["dark_hair=0"] > 1.5

@@ -34,7 +34,7 @@ def skin_tone_cmd(
     """Recolour the face skin of IMAGE to each target ITA° and write the series as a dataset.
 
     Read it in an audit spec with `dataset: {reader: csv, path: OUT/labels.csv,
-    path_column: path}` and `groups: [tone]`.
+    path_column: path}` and `groups: {tone: [...]}` (a mapping keeps the light-to-dark order).
     """
     from fairbits.face.probe import parse_itas, skin_tone_series
 

@@ -43,7 +43,7 @@ CHUNK = 256                 # codes synthesized and scored at a time
 MAX_UNSCORED = 0.5          # fit_sampler refuses when more than this fraction of images cannot be scored
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 STUDY_COLUMNS = ("source", "kind", "cell", "count", "n", "proportion", "ci_low", "ci_high", "target", "kl", "l2",
-                 "amplification")
+                 "minority_ratio")
 
 
 # --------------------------------------------------------------------------- generator plumbing
@@ -271,7 +271,7 @@ def bias_amplification(train_labels, plain_labels, fair_labels, k: int, target=N
       with a ``1 − alpha`` Wilson interval, and the ``target`` proportion;
     * ``attribute``: ``cell`` ``a=v`` with ``v`` the attribute's *minority value* (the
       rarer one in the training images, or in the plain samples without them); its share
-      with a Wilson interval, its target share, and ``amplification`` = this source's
+      with a Wilson interval, its target share, and ``minority_ratio`` = this source's
       share / the training share. Below 1 the source made the minority rarer than the
       training data (the imbalance was amplified); 1 preserved; above 1 reduced.
     * ``overall``: ``kl`` = KL(proportions ‖ target) in nats and ``l2`` = L2 distance of
@@ -307,7 +307,7 @@ def bias_amplification(train_labels, plain_labels, fair_labels, k: int, target=N
             amp = share / train_share[i] if train_share.get(i) else np.nan
             rows.append(dict(source=src, kind="attribute", cell=f"{names[i]}={minority[i]}", count=int(hit.sum()),
                              n=n, proportion=share, ci_low=a_lo[1], ci_high=a_hi[1], target=t_share,
-                             amplification=amp))
+                             minority_ratio=amp))
         rows.append(dict(source=src, kind="overall", cell="all", count=n, n=n, kl=kl_divergence(p, p_target),
                          l2=fairness_discrepancy(p, p_target)))
     return pd.DataFrame(rows, columns=list(STUDY_COLUMNS))
@@ -355,8 +355,8 @@ def _summary(table: pd.DataFrame) -> dict:
         out[src] = {"n": int(ov.n), "kl": float(ov.kl), "l2": float(ov.l2),
                     "proportions": dict(zip(sub.cell, sub.proportion.astype(float).round(6))),
                     "minority_share": dict(zip(att.cell, att.proportion.astype(float).round(6))),
-                    "amplification": {c: (None if pd.isna(a) else round(float(a), 6))
-                                      for c, a in zip(att.cell, att.amplification)}}
+                    "minority_ratio": {c: (None if pd.isna(a) else round(float(a), 6))
+                                      for c, a in zip(att.cell, att.minority_ratio)}}
     return out
 
 
@@ -381,7 +381,7 @@ def run_study(generator, scorers: Sequence[Callable], train_images, n: int, seed
     here on ``n_fit`` prior codes with ``sampler_options``) following ``target``
     (uniform when ``None``), labels them and the training images (``train_images``: see
     :func:`load_image_set`, at most ``train_limit`` (default ``n``) of them; ``None``
-    leaves out the training row and the amplification factor), and writes to ``out_dir``:
+    leaves out the training row and the minority ratio), and writes to ``out_dir``:
     ``study.csv`` (:func:`bias_amplification`), ``study.png`` (:func:`study_figure`) and
     ``study.json`` (settings, per-source summary, which skin region each scorer used,
     seconds). Returns the JSON content plus ``table`` (the DataFrame).
