@@ -244,7 +244,10 @@ def test_study_plain_keeps_the_skew_and_fairgen_balances(gen, fitted, tmp_path):
     sampler, info = fitted
     assert info["n_scored"] == 2000 and min(info["val_accuracy"].values()) > 0.97
     train = gen.synthesize(gen.sample_latents(600, seed=99))
-    res = run_study(gen, scorers(), train, 800, 3, tmp_path / "study", sampler=sampler)
+    res = run_study(gen, scorers(), train, 800, 3, tmp_path / "study", sampler=sampler, quality_features="pixels")
+    q = res["quality"]
+    assert q["features"] == "pixels" and q["diversity_plain"] > 0 and q["diversity_fairgen"] > 0
+    assert 0 <= q["precision"] <= 1 and 0 <= q["recall"] <= 1 and q["frechet_distance"] > 0
     src = res["sources"]
     plain = np.array(list(src["plain"]["proportions"].values()))
     fair = np.array(list(src["fairgen"]["proportions"].values()))

@@ -184,8 +184,11 @@ def study_cmd(
     target: str = typer.Option("uniform", help="uniform, or 2^k comma-separated proportions"),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(64, "--batch-size"),
+    quality_features: str = typer.Option("sface", "--quality-features",
+                                         help="feature space of diversity, precision/recall and FD "
+                                              "(sface | inception | pixels | none)"),
 ):
-    """Plain vs FairGen vs training data: subgroup shares, KL, L2 and minority amplification."""
+    """Plain vs FairGen vs training data: subgroup shares, KL, L2, minority ratio, diversity and realism."""
     from fairbits.generative.study import parse_target, run_study
 
     try:
@@ -198,11 +201,15 @@ def study_cmd(
         else:
             s, gen, scorers = None, load_generator(generator or BUILTIN), _scorers(scorer or [])
         result = run_study(gen, scorers, train, n, seed, out, sampler=s, n_fit=n_fit,
-                           target=parse_target(target, len(scorers)), batch_size=batch_size)
+                           target=parse_target(target, len(scorers)), batch_size=batch_size,
+                           quality_features=None if quality_features == "none" else quality_features)
     except FairbitsError as e:
         _fail(e)
     for src, v in result["sources"].items():
         _say(f"{src:>8}: KL {v['kl']:.4f}  L2 {v['l2']:.4f}  " + json.dumps(v["proportions"]))
+    if "quality" in result:
+        _say("quality: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                       for k, v in result["quality"].items()}))
     print(out / "study.json")
 
 

@@ -31,10 +31,12 @@ import torch
 
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.fileio import atomic_write, atomic_write_text
-from fairbits.generative.metrics import (fairness_discrepancy, kl_divergence, proportion_cis, subgroup_proportions,
+from fairbits.generative.metrics import (diversity, fairness_discrepancy, frechet_distance, kl_divergence,
+                                         precision_recall, proportion_cis, subgroup_proportions,
                                          subgroups, target_proportions)
 from fairbits.generative.sampler import FairLatentSampler
 from fairbits.generative.scorers import as_images, check_scorers, scorer_spec
+from fairbits.measures.features import get_extractor
 from fairbits.seeding import keyed_seed
 
 GENERATOR_MEMBERS = ("latent_dim", "w_dim", "image_size", "sample_latents", "mapping", "synthesize")
@@ -374,7 +376,8 @@ def _region_counts(labels: pd.DataFrame, names: Sequence[str]) -> dict:
 
 def run_study(generator, scorers: Sequence[Callable], train_images, n: int, seed: int, out_dir, *,
               sampler: FairLatentSampler | None = None, n_fit: int = 2000, target=None, train_limit: int | None = None,
-              batch_size: int = 64, sampler_options: dict | None = None) -> dict:
+              batch_size: int = 64, sampler_options: dict | None = None,
+              quality_features: str | None = "sface") -> dict:
     """Does the generator amplify its training imbalance, and does FairGen fix it?
 
     Draws ``n`` plain prior samples and ``n`` FairGen samples (``sampler``, or one fitted
@@ -384,7 +387,8 @@ def run_study(generator, scorers: Sequence[Callable], train_images, n: int, seed
     leaves out the training row and the minority ratio), and writes to ``out_dir``:
     ``study.csv`` (:func:`bias_amplification`), ``study.png`` (:func:`study_figure`) and
     ``study.json`` (settings, per-source summary, which skin region each scorer used,
-    seconds). Returns the JSON content plus ``table`` (the DataFrame).
+    seconds, and with ``quality_features`` the :func:`sample_quality` of FairGen samples
+    against plain ones). Returns the JSON content plus ``table`` (the DataFrame).
     """
     t0 = time.perf_counter()
     check_generator(generator)
@@ -398,10 +402,16 @@ def run_study(generator, scorers: Sequence[Callable], train_images, n: int, seed
     if getattr(sampler, "k_", None) != k:
         raise SpecError(f"the sampler has {getattr(sampler, 'k_', '?')} attributes but {k} scorers were given")
     p_target = target_proportions(target, k)
+    extractor = get_extractor(quality_features) if quality_features else None
+    feats: dict[str, list[np.ndarray]] = {"plain": [], "fairgen": []}
+
+    def keep_features(src):
+        return None if extractor is None else (lambda _start, images: feats[src].append(extractor(images)))
+
     labels = {"plain": render_and_label(generator, prior_codes(generator, n, int_seed(seed, "study-plain")),
-                                        scorers, batch_size=batch_size),
+                                        scorers, batch_size=batch_size, on_images=keep_features("plain")),
               "fairgen": render_and_label(generator, sampler.sample(n, p_target, seed=int_seed(seed, "study-fair")),
-                                          scorers, batch_size=batch_size)}
+                                          scorers, batch_size=batch_size, on_images=keep_features("fairgen"))}
     train_info = None
     if train_images is not None:
         images, train_info = load_image_set(train_images, int(generator.image_size),
@@ -418,6 +428,9 @@ def run_study(generator, scorers: Sequence[Callable], train_images, n: int, seed
                "n_unscored": {src: u for src, (_, u) in scored.items()},
                "regions": {src: _region_counts(lab, names) for src, lab in labels.items()},
                "sources": _summary(table)}
+    if extractor is not None:
+        summary["quality"] = sample_quality(np.concatenate(feats["plain"]), np.concatenate(feats["fairgen"]),
+                                            quality_features, seed)
     from fairbits.report.figures import save_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -427,6 +440,20 @@ def run_study(generator, scorers: Sequence[Callable], train_images, n: int, seed
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     atomic_write_text(out_dir / "study.json", json.dumps(summary, indent=1, default=_json_default) + "\n")
     return {**summary, "table": table}
+
+
+def sample_quality(plain: np.ndarray, fair: np.ndarray, features: str, seed: int = 0) -> dict:
+    """What rebalancing costs in diversity and realism, in a feature space.
+
+    ``plain`` ``(n, f)`` and ``fair`` ``(m, f)`` are features of plain and FairGen samples.
+    Returns the feature space, each set's diversity (mean pairwise distance), FairGen's
+    precision and recall against the plain samples (k = 3), and the Fréchet distance
+    between the two sets (0 = same distribution; rebalancing moves it by design).
+    """
+    precision, recall = precision_recall(plain, fair)
+    return {"features": features, "diversity_plain": diversity(plain, seed=seed),
+            "diversity_fairgen": diversity(fair, seed=seed), "precision": precision, "recall": recall,
+            "frechet_distance": frechet_distance(plain, fair)}
 
 
 def _json_default(o):
