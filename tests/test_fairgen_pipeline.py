@@ -350,6 +350,31 @@ def test_counterfactual_pairs_flip_only_the_edited_attribute(gen, fitted, tmp_pa
         export_counterfactual(gen, sampler.boundaries_, 0, 2, tmp_path / "x")
 
 
+def test_exports_round_trip_through_the_audit(gen, fitted, tmp_path):
+    """Counterfactual pairs → the audit's paired effect; a balanced set → a system audited per subgroup."""
+    from fairbits.audit.runner import run_audit
+    from fairbits.spec import parse_spec
+
+    sampler, _ = fitted
+    export_counterfactual(gen, sampler, "light_skin", 12, tmp_path / "cf", seed=4, scorers=scorers())
+    spec = {"dataset": {"reader": "csv", "path": str(tmp_path / "cf" / "labels.csv"), "path_column": "path"},
+            "groups": ["light_skin"], "codecs": [{"name": "jpeg", "quality": [20]}],
+            "measures": ["psnr", "ciede2000"], "n_boot": 100, "n_perm": 100}
+    run = run_audit(parse_spec(spec), tmp_path / "run", progress=False)
+    paired = pd.read_csv(run / "paired.csv", dtype={"group_a": str, "group_b": str})
+    assert set(paired.measure) == {"bpp", "psnr", "ciede2000"}
+    assert (paired.n_pairs == 12).all() and (paired.group_a == "0").all() and (paired.group_b == "1").all()
+    assert 'id="paired"' in (run / "report.html").read_text()
+
+    export_balanced(gen, sampler, 16, tmp_path / "bal", scorers(), seed=5)
+    spec = {"dataset": {"reader": "csv", "path": str(tmp_path / "bal" / "labels.csv"), "path_column": "path"},
+            "groups": ["subgroup"], "codecs": [{"name": "resample-bicubic", "quality": [4]}],
+            "measures": ["psnr"], "n_boot": 100, "n_perm": 100}
+    run = run_audit(parse_spec(spec), tmp_path / "run2", progress=False)
+    summary = pd.read_csv(run / "summary.csv")
+    assert summary[summary.measure == "psnr"].group.nunique() == 4
+
+
 def _cf_seed(seed: int) -> int:
     from fairbits.generative.study import int_seed
 

@@ -395,6 +395,10 @@ def run_study(generator, scorers: Sequence[Callable], train_images, n: int, seed
     names = check_scorers(scorers)
     k = len(names)
     out_dir = Path(out_dir)
+    train = train_info = None
+    if train_images is not None:  # read first: a bad path stops before any sampling
+        train, train_info = load_image_set(train_images, int(generator.image_size),
+                                           n if train_limit is None else train_limit, seed)
     fit_info = None
     if sampler is None:
         sampler, fit_info = fit_sampler(generator, scorers, n_fit, seed, batch_size=batch_size,
@@ -412,11 +416,8 @@ def run_study(generator, scorers: Sequence[Callable], train_images, n: int, seed
                                         scorers, batch_size=batch_size, on_images=keep_features("plain")),
               "fairgen": render_and_label(generator, sampler.sample(n, p_target, seed=int_seed(seed, "study-fair")),
                                           scorers, batch_size=batch_size, on_images=keep_features("fairgen"))}
-    train_info = None
     if train_images is not None:
-        images, train_info = load_image_set(train_images, int(generator.image_size),
-                                            n if train_limit is None else train_limit, seed)
-        labels["training"] = label_images(images, scorers)
+        labels["training"] = label_images(train, scorers)
     scored = {src: _scored(lab, names) for src, lab in labels.items()}
     for src, (bits, _) in scored.items():
         if len(bits) == 0:
