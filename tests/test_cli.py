@@ -66,7 +66,7 @@ def test_report_of_a_non_run_dir_exits_2(tmp_path):
 
 @pytest.mark.slow
 def test_small_demo(tmp_path):
-    report = run_demo(tmp_path / "demo", n=6, progress=False)
+    report = run_demo(tmp_path / "demo", n=6, progress=False, fairgen_n=40)
     assert report.is_file()
     bias = pd.read_csv(report.parent / "bias.csv")
     assert set(bias["codec"]) == {"jpeg", "jpeg444", "webp", "avif", "bmshj2018-hyperprior", "mbt2018-mean",
@@ -80,6 +80,8 @@ def test_small_demo(tmp_path):
         assert (bias.measure == col).any(), col
     assert (report.parent / "attribution.csv").is_file()
     assert 'id="phenotype"' in report.read_text()
+    fairgen = tmp_path / "demo" / "fairgen"
+    assert (fairgen / "study" / "study.json").is_file() and (fairgen / "pairs-run" / "paired.csv").is_file()
     df = fairbits.load_results(report.parent)
     webp = df[df.codec == "webp"].groupby("setting")["bpp"].mean()
     assert webp["bpp0.1"] < webp["bpp0.25"] < webp["bpp0.5"]

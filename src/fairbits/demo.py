@@ -1,6 +1,7 @@
 """``fairbits demo``: phantom faces, classical codecs at three rates and the built-in learned
 codecs, pixel, skin-tone, identity and phenotype-classifier measures, bias statistics, realism,
-attribution and a report."""
+attribution and a report; then FairGen on the built-in generator (study, counterfactual pairs,
+paired audit)."""
 
 from __future__ import annotations
 
@@ -58,13 +59,43 @@ def train_demo_classifiers(out: Path, n: int, seed: int, progress: bool) -> list
     return paths
 
 
+def run_fairgen_demo(out: Path, n: int = 300, seed: int = 0, progress: bool = True) -> Path:
+    """FairGen on the built-in generator, into ``out``: fit a sampler that balances light and
+    not-light skin (``2n`` scored prior codes), compare plain and FairGen samples (``n`` each),
+    export ``n // 10`` counterfactual pairs along skin lightness and audit two codecs on them
+    (paired effects). Returns the pairs audit's report path; the study is in ``out/study``."""
+    from fairbits.generative.export import export_counterfactual
+    from fairbits.generative.scorers import ita_scorer
+    from fairbits.generative.study import fit_sampler, run_study
+    from fairbits.generative.vae import builtin_generator
+
+    gen, scorers = builtin_generator(), [ita_scorer()]
+    sampler, _ = fit_sampler(gen, scorers, 2 * n, seed)
+    study = run_study(gen, scorers, None, n, seed, out / "study", sampler=sampler)
+    for src, v in study["sources"].items():
+        print(f"FairGen study, {src}: light-skin share {v['proportions'].get('light_skin=1', float('nan')):.2f}, "
+              f"KL to uniform {v['kl']:.3f}")
+    export_counterfactual(gen, sampler, "light_skin", max(n // 10, 4), out / "pairs", seed=seed, scorers=scorers)
+    spec = parse_spec({
+        "name": "fairbits demo: counterfactual skin-lightness pairs from the built-in generator",
+        "dataset": {"reader": "csv", "path": str((out / "pairs" / "labels.csv").resolve()), "path_column": "path"},
+        "groups": ["light_skin"],
+        "codecs": [{"name": "jpeg", "quality": [20]},
+                   {"name": "bmshj2018-hyperprior", "checkpoint": ["phantom-l0.0003"], "mode": "fast"}],
+        "measures": ["psnr", "ciede2000"], "seed": seed})
+    return run_audit(spec, out / "pairs-run", progress=progress) / "report.html"
+
+
 def run_demo(out: str | Path = "fairbits-demo", n: int = 240, seed: int = 0,
-             progress: bool = True) -> Path:
+             progress: bool = True, fairgen_n: int = 300) -> Path:
     """Render (or reuse) ``n`` phantoms under ``out/phantoms``, train the demo classifiers on
-    other phantoms, and audit into ``out/run``. Returns the path of the HTML report."""
+    other phantoms, audit into ``out/run``, then run the FairGen part into ``out/fairgen``
+    (skipped when ``fairgen_n`` is 0). Returns the path of the main HTML report."""
     out = Path(out)
     labels = render_phantoms(n, out / "phantoms", seed=seed, balance="skin_group", progress=progress)
     models = train_demo_classifiers(out, n, seed, progress)
     spec = parse_spec(demo_spec(labels.resolve(), seed, [m.resolve() for m in models]))
     run_dir = run_audit(spec, out / "run", progress=progress)
+    if fairgen_n:
+        print(f"FairGen report: {run_fairgen_demo(out / 'fairgen', fairgen_n, seed, progress)}")
     return run_dir / "report.html"

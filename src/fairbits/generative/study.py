@@ -335,8 +335,9 @@ def study_figure(table: pd.DataFrame):
             y = s.proportion.to_numpy(float)
             err = np.vstack([np.clip(y - s.ci_low.to_numpy(float), 0, None),
                              np.clip(s.ci_high.to_numpy(float) - y, 0, None)])
-            ax.bar(pos, y, width, yerr=err, capsize=2, label=text(src), color=colours.get(src),
-                   error_kw={"lw": 0.8})
+            ax.bar(pos, y, width, label=text(src), color=colours.get(src))
+            # whiskers drawn apart: bar(yerr=...) with a single bar trips a numpy deprecation
+            ax.errorbar(pos, y, yerr=err, fmt="none", ecolor="black", capsize=2, lw=0.8)
         tgt = sub.drop_duplicates("cell").set_index("cell").loc[cells, "target"].to_numpy(float)
         ax.hlines(tgt, x - 0.45, x + 0.45, colors="black", linestyles="--", lw=0.9, label="target")
         ax.set_xticks(x, [text(c) for c in cells], fontsize=7, rotation=25 if len(cells) > 2 else 0,
