@@ -464,7 +464,7 @@ def test_cli_errors_exit_2(cli, tmp_path, fitted):
     r = cli("fit", "--generator", f"{__name__}:make_generator", "--scorer", "ita:lots", "--out", tmp_path / "s.npz")
     assert r.exit_code == 2 and "ITA threshold must be a number" in r.output
     r = cli("fit", "--generator", "no_such_module_xyz:make", "--scorer", "ita", "--out", tmp_path / "s.npz")
-    assert r.exit_code == 2 and "cannot import module" in r.output
+    assert r.exit_code == 2 and "cannot import" in r.output
     r = cli("fit", "--generator", "nocolon", "--scorer", "ita", "--out", tmp_path / "s.npz")
     assert r.exit_code == 2 and "module:function" in r.output
     sampler, _ = fitted

@@ -18,13 +18,13 @@ status 2.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from fairbits.entrypoints import load_entry_point
 from fairbits.errors import FairbitsError, SpecError
 
 BUILTIN = "builtin"
@@ -61,20 +61,7 @@ def load_generator(spec: str):
         except ImportError as e:
             raise SpecError(f"the built-in generator is not available: {e}") from None
         return check_generator(builtin_generator())
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise SpecError(f"generator {spec!r}: expected `builtin` or a Python entry point `module:function`")
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        raise SpecError(f"generator {spec!r}: cannot import module {module!r}: {e}") from None
-    obj = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise SpecError(f"generator {spec!r}: module {module!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise SpecError(f"generator {spec!r}: {attr!r} is not callable")
+    obj = load_entry_point(spec, "generator")
     return check_generator(obj())
 
 

@@ -38,3 +38,27 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def read_npz(path: str | Path, fmt: str, what: str, hint: str = "") -> dict:
+    """The arrays of a fairbits ``.npz`` file whose ``format`` entry is ``fmt``; never unpickles.
+
+    Raises:
+        FairbitsError: the file is missing (``hint`` says how to make one), unreadable, or
+            of another format. ``what`` names the file's kind in messages.
+    """
+    from fairbits.errors import FairbitsError
+
+    p = Path(path)
+    if not p.is_file():
+        raise FairbitsError(f"{what} {str(p)!r} not found" + (f" ({hint})" if hint else ""))
+    try:
+        import numpy as np
+
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise FairbitsError(f"{p} is not a {what} (.npz): {e}") from None
+    if "format" not in arrays or str(arrays["format"]) != fmt:
+        raise FairbitsError(f"{p} is not a {fmt} file")
+    return arrays

@@ -8,20 +8,20 @@ statistics work as for codecs, per group.
 Built in: ``resample-bicubic``, whose setting is a scale factor ``s`` (2, 3, 4, 8): the
 image is box-downscaled by ``s`` and upscaled back with bicubic interpolation (the usual
 baseline of a ×s super-resolution study). A user's system is named in a spec with
-``entry: "package.module:function"`` (see :func:`load_entry_point`); the function gets
+``entry: "package.module:function"`` (see :func:`fairbits.entrypoints.load_entry_point`); the function gets
 one image (``uint8 (H, W, 3)``) and returns ``uint8`` or float in [0, 1] of the same shape.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
 from fairbits.codecs.base import Coded, register
-from fairbits.errors import ImageError, SpecError
+from fairbits.entrypoints import load_entry_point
+from fairbits.errors import ImageError
 
 
 class ImageSystem:
@@ -47,28 +47,6 @@ def resample_bicubic(image: np.ndarray, scale: int) -> np.ndarray:
     im = Image.fromarray(image)
     small = im.resize((max(1, w // scale), max(1, h // scale)), Image.Resampling.BOX)
     return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
-
-
-def load_entry_point(entry: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The callable named ``"package.module:function"`` (a ``module:attr.attr`` path works too).
-
-    Raises:
-        SpecError: malformed name, module not importable, or attribute missing/not callable.
-    """
-    if entry.count(":") != 1:
-        raise SpecError(f"entry {entry!r}: write it as 'package.module:function'")
-    mod_name, attr = entry.split(":")
-    try:
-        obj = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise SpecError(f"entry {entry!r}: cannot import {mod_name!r} ({e}); is it on PYTHONPATH?") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise SpecError(f"entry {entry!r}: {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise SpecError(f"entry {entry!r} is not callable")
-    return obj
 
 
 def register_entry_system(name: str, entry: str) -> None:

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from fairbits.errors import DatasetError, FairbitsError, ImageError, SpecError
-from fairbits.fileio import atomic_write, atomic_write_text
+from fairbits.fileio import atomic_write, atomic_write_text, read_npz
 
 FORMAT = "fairbits-phenotype/1"
 DEFAULT_FEATURES = "sface+sface-inner+colour"
@@ -380,15 +380,7 @@ class PhenotypeModel:
             FairbitsError: missing file, or not a fairbits phenotype model.
         """
         p = Path(path)
-        if not p.is_file():
-            raise FairbitsError(f"phenotype model {str(p)!r} not found")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                a = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise FairbitsError(f"{p} is not a phenotype model (.npz): {e}") from None
-        if "format" not in a or str(a["format"]) != FORMAT:
-            raise FairbitsError(f"{p} is not a {FORMAT} file")
+        a = read_npz(p, FORMAT, "phenotype model", "make one with `fairbits train-phenotype`")
         model = cls(target=str(a["target"]), classes=[str(c) for c in a["classes"]],
                     features=str(a["features"]), mean=a["mean"].astype(np.float64),
                     scale=a["scale"].astype(np.float64), coef=a["coef"].astype(np.float64),

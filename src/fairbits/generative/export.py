@@ -40,7 +40,7 @@ from PIL import Image
 from sklearn.mixture import GaussianMixture
 
 from fairbits.errors import FairbitsError, SpecError
-from fairbits.fileio import atomic_write, atomic_write_text
+from fairbits.fileio import atomic_write, atomic_write_text, read_npz
 from fairbits.generative.boundaries import Boundary, edit_many, stack_normals
 from fairbits.generative.metrics import subgroups
 from fairbits.generative.sampler import FairLatentSampler
@@ -118,22 +118,13 @@ def load_sampler(path) -> FairLatentSampler:
     Raises:
         FairbitsError: missing file, or not a fairbits sampler file.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FairbitsError(f"sampler file {str(p)!r} not found (make one with `fairbits fairgen fit`)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            a = {name: z[name] for name in z.files}
-    except (OSError, ValueError) as e:
-        raise FairbitsError(f"{p} is not a sampler file (.npz): {e}") from None
-    if "format" not in a or str(a["format"]) != FORMAT:
-        raise FairbitsError(f"{p} is not a {FORMAT} file")
+    a = read_npz(path, FORMAT, "sampler file", "make one with `fairbits fairgen fit`")
     card = json.loads(str(a["card"]))
     params = card["params"]
     s = FairLatentSampler(**params)
     k, d = int(card["k"]), int(card["d"])
     if a["normals"].shape != (k, d) or a["directions"].shape != (k, d):
-        raise FairbitsError(f"{p}: inconsistent array shapes")
+        raise FairbitsError(f"{path}: inconsistent array shapes")
     s.boundaries_ = [Boundary(normal=a["normals"][i], offset=float(a["offsets"][i]),
                               val_accuracy=float(a["val_accuracy"][i]), n_train=int(a["n_train"][i]),
                               n_val=int(a["n_val"][i]),

@@ -26,6 +26,7 @@ import functools
 import numpy as np
 import torch
 
+from fairbits.data.images import to_uint8
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.measures.base import Measure, register_measure_factory
 
@@ -116,18 +117,14 @@ def _age_gender():
     return AgeGender()
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 _GENDERS = ("female", "male")
 
 
 def _attributes_fn(original: torch.Tensor, recon: torch.Tensor, context: dict) -> dict[str, np.ndarray]:
     faces = context["faces"]
     model = _age_gender()
-    po = model.predict(_to_uint8(original), faces.landmarks)
-    pr = model.predict(_to_uint8(recon), faces.landmarks)
+    po = model.predict(to_uint8(original), faces.landmarks)
+    pr = model.predict(to_uint8(recon), faces.landmarks)
     ok = faces.found
     nan = np.full(len(ok), np.nan)
 

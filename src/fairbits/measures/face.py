@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from fairbits.colour import ita_to_fitzpatrick, ita_to_monk, srgb_to_lab
+from fairbits.data.images import to_uint8
 from fairbits.face.tone import region_delta_e, region_lab, tone_stats
 from fairbits.measures.base import HIGHER_IS_BETTER, register_measure
 
@@ -45,9 +46,8 @@ LIDS = ((159, 145), (386, 374))   # upper and lower lid of each eye
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
-    """(N, 3, H, W) in [0, 1] → list of uint8 (H, W, 3)."""
-    a = x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [np.ascontiguousarray(im) for im in a]
+    """(N, 3, H, W) in [0, 1] → list of contiguous uint8 (H, W, 3)."""
+    return [np.ascontiguousarray(im) for im in to_uint8(x)]
 
 
 def _categories(ita: np.ndarray, fn) -> np.ndarray:
