@@ -32,6 +32,9 @@ scales with the face, not the image.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,6 +196,31 @@ def region_masks(landmarks: np.ndarray, shape: tuple[int, int],
     return {"skin": skin, "lips": lips, "eyes": eyes, "hair": hair, "face": face}
 
 
+@contextlib.contextmanager
+def _native_logs_silenced():
+    """Send file descriptor 2 (where native libraries log) to /dev/null for the block."""
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no usable fd 2: nothing to silence
+        yield
+        return
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _warm_up_face() -> np.ndarray:
+    """A small phantom face, uint8 (128, 128, 3)."""
+    from fairbits.data.phantom import face_seed, render_face, sample_labels
+
+    return render_face(sample_labels(1, seed=0).iloc[0], face_seed(0, 0), 128)[0]
+
+
 class FaceAnalyzer:
     """Landmarks and region masks of RGB images, one face per image.
 
@@ -201,11 +229,13 @@ class FaceAnalyzer:
     """
 
     def __init__(self):
-        import mediapipe as mp
+        with _native_logs_silenced():  # mediapipe's C++ start-up lines (INFO, W0000...) say nothing useful
+            import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, refine_landmarks=True, max_num_faces=1)
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, refine_landmarks=True, max_num_faces=1)
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            self.analyze(_warm_up_face())  # the graphs log once, on their first face
 
     def analyze(self, image: np.ndarray) -> FaceAnalysis:
         """Analyse one uint8 RGB image of shape (H, W, 3); see :class:`FaceAnalysis`."""
