@@ -144,24 +144,34 @@ def gap_figure(bias: pd.DataFrame, measure: str) -> Figure:
 
 
 def attribution_figure(att: pd.DataFrame) -> Figure:
-    """Stacked bars per cell: classifier part + compression part of a loss gap, with CIs.
+    """Horizontal stacked bars, one row per cell: classifier part + compression part of a loss
+    gap, each with its 95% CI as a whisker; the flip-rate gap is printed at the bar's end.
 
     ``att`` holds rows of one classifier target and attribute with columns ``codec``,
-    ``setting``, ``classifier_gap``/``compression_gap`` and their ``*_ci_low``/``*_ci_high``.
+    ``setting``, ``group_a``/``group_b``, ``classifier_gap``/``compression_gap`` and their
+    ``*_ci_low``/``*_ci_high``, and ``flip_gap``.
     """
-    fig, (ax,) = new_figure(1)
-    labels = [f"{text(c)}\n{text(s)}" for c, s in zip(att.codec, att.setting)]
-    x = np.arange(len(att))
+    n = len(att)
+    fig = Figure(figsize=(PANEL_W * 2, 0.32 * n + 1.4), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    y = np.arange(n)[::-1].astype(float)
     cls, comp = att.classifier_gap.to_numpy(float), att.compression_gap.to_numpy(float)
-    ax.bar(x, cls, 0.6, label="classifier (on originals)", color="#8da0cb")
-    ax.bar(x, comp, 0.6, bottom=cls, label="compression (added by coding)", color="#fc8d62")
-    ax.errorbar(x - 0.12, cls, yerr=[cls - att.classifier_ci_low, att.classifier_ci_high - cls], fmt="none",
-                ecolor="#333", capsize=2, lw=0.8)
-    ax.errorbar(x + 0.12, cls + comp, yerr=[comp - att.compression_ci_low, att.compression_ci_high - comp],
+    ax.barh(y, cls, 0.7, label="classifier (present on originals)", color="#8da0cb")
+    ax.barh(y, comp, 0.7, left=cls, label="compression (added by coding)", color="#fc8d62")
+    ax.errorbar(cls, y + 0.15, xerr=[cls - att.classifier_ci_low, att.classifier_ci_high - cls], fmt="none",
+                ecolor="#2b3f73", capsize=2, lw=0.8)
+    ax.errorbar(cls + comp, y - 0.15, xerr=[comp - att.compression_ci_low, att.compression_ci_high - comp],
                 fmt="none", ecolor="#b3400f", capsize=2, lw=0.8)
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("loss gap (nats)")
+    for yi, end, flip in zip(y, np.maximum(cls + comp, cls), att.get("flip_gap", pd.Series([np.nan] * n))):
+        if np.isfinite(flip):
+            ax.annotate(f"flip gap {flip:.2f}", (end, yi), xytext=(4, -3), textcoords="offset points", fontsize=7,
+                        color="#555")
+    labels = [f"{text(c)} {text(s)}  ({text(a)} vs {text(b)})"
+              for c, s, a, b in zip(att.codec, att.setting, att.group_a, att.group_b)]
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("loss gap between the two groups (nats)")
     _style(ax)
     figure_legend(fig, [ax], "part")
     return fig

@@ -11,6 +11,7 @@ from fairbits.report.html import (BIAS_DISPLAY, SIGNIFICANCE, ReportContext, Sec
 
 # Face columns drawn per group against bpp, in this order, when the run has them.
 HEADLINE = ("delta_ita", "delta_e_skin", "monk_changed", "identity_cos", "identity_nonmatch", "landmark_nme")
+SIGNED = ("delta_ita",)  # drawn without a better/worse direction
 CAPTIONS = {
     "delta_ita": "ITA° drift of the skin (positive: came back lighter)",
     "delta_e_skin": "ΔE2000 of the mean skin colour",
@@ -42,6 +43,8 @@ def _curves(ctx: ReportContext, columns) -> list[str]:
         for a in ctx.attributes:
             if ((ctx.summary.measure == col) & (ctx.summary.attribute == a)).any():
                 fig = F.rd_figure(ctx.summary, col, a, _direction(col, ctx))
+                if col in SIGNED:
+                    fig.axes[0].set_ylabel(f"{col} (recon − orig, signed)")
                 parts.append(ctx.figure(fig, f"face_{col}_{a}", f"{CAPTIONS.get(col, col)}, per {a}"))
     return parts
 
