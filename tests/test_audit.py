@@ -159,3 +159,16 @@ def test_realism_measure_writes_features_and_table(tmp_path):
     ids, feats = FeatureStore(run, "pixels").load("originals")
     assert len(ids) == len(set(ids)) == 10 and feats.shape == (10, 768)
     assert "Realism per group" in (run / "report.html").read_text()
+
+
+def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
+    csv = write_csv_dataset(tmp_path / "d", n_per_group=2)
+    spec = parse_spec(_spec(csv))
+    run = tmp_path / "run"
+    run_audit(spec, run, progress=False, report=False, stop_after_batches=1)
+    cell = next((run / "cells").iterdir())
+    stale = cell / ".part-000001.parquet.abc123.tmp"
+    stale.write_bytes(b"half a parquet file")
+    kept = sorted(cell.glob("part-*.parquet"))
+    run_audit(spec, run, progress=False, report=False)
+    assert not stale.exists() and set(kept) <= set(cell.glob("part-*.parquet"))

@@ -93,6 +93,7 @@ def run_info(plan: AuditPlan) -> dict:
 
 def _prepare_store(plan: AuditPlan, out: Path) -> RunStore:
     store = RunStore(out)
+    store.remove_partial_writes()  # a killed run may have left half-written temporaries
     info = run_info(plan)
     if store.info_path.is_file():
         old = store.read_info()

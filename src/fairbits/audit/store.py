@@ -45,6 +45,17 @@ class RunStore:
     def __init__(self, run_dir: str | Path):
         self.root = Path(run_dir)
 
+    def remove_partial_writes(self) -> int:
+        """Delete the temporary files of writes a killed run left unfinished; returns how many.
+
+        Only files named as :func:`fairbits.fileio.atomic_write` names its temporaries
+        (``.NAME.XXXX.tmp``) are removed; finished files are never touched.
+        """
+        stale = [p for p in self.root.rglob(".*.tmp") if p.is_file()] if self.root.is_dir() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)
+
     # -- run description -------------------------------------------------
     @property
     def info_path(self) -> Path:
