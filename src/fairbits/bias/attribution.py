@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairbits.bias.stats import error_mask
+from fairbits.bias.stats import bootstrap_means, error_mask, percentile_interval
 from fairbits.fileio import atomic_write
 from fairbits.seeding import keyed_seed
 
@@ -41,14 +41,8 @@ def classifier_targets(columns) -> list[str]:
             if c.endswith("_loss_orig") and c[:-len("_loss_orig")] + "_loss_recon" in cols]
 
 
-def _boot_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap means of the rows of ``values`` (n, c) → (n_boot, c)."""
-    idx = rng.integers(0, len(values), (n_boot, len(values)))
-    return values[idx].mean(axis=1)
-
-
 def _interval(draws: np.ndarray, ci: float) -> tuple[float, float]:
-    lo, hi = np.nanquantile(draws, [(1 - ci) / 2, (1 + ci) / 2]) if len(draws) else (np.nan, np.nan)
+    lo, hi = percentile_interval(draws, ci)
     return float(lo), float(hi)
 
 
@@ -66,7 +60,7 @@ def attribute_cell(frame: pd.DataFrame, group_col: str, target: str, *, n_boot: 
     key = (target, group_col, *frame[["codec", "setting"]].iloc[0])
     rng = np.random.default_rng(keyed_seed(seed, "attribution", *key))
     va, vb = groups[a][[o, r]].to_numpy(float), groups[b][[o, r]].to_numpy(float)
-    ba, bb = _boot_means(va, n_boot, rng), _boot_means(vb, n_boot, rng)
+    ba, bb = bootstrap_means(va, n_boot, rng), bootstrap_means(vb, n_boot, rng)
     cls_d = ba[:, 0] - bb[:, 0]
     tot_d = ba[:, 1] - bb[:, 1]
     classifier = va[:, 0].mean() - vb[:, 0].mean()
@@ -82,7 +76,7 @@ def attribute_cell(frame: pd.DataFrame, group_col: str, target: str, *, n_boot: 
     flips = {g: v for g, v in flips.items() if len(v)}
     if len(flips) >= 2:
         rates = {g: v.mean() for g, v in flips.items()}
-        draws = np.stack([_boot_means(v[:, None], n_boot, rng)[:, 0] for v in flips.values()])
+        draws = np.stack([bootstrap_means(v, n_boot, rng) for v in flips.values()])
         out["flip_gap"] = max(rates.values()) - min(rates.values())
         out["flip_ci_low"], out["flip_ci_high"] = _interval(draws.max(axis=0) - draws.min(axis=0), ci)
         out["flip_worst_group"] = max(rates, key=rates.get)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairbits.bias.stats import error_mask
+from fairbits.bias.stats import bootstrap_means, error_mask, percentile_interval
 from fairbits.fileio import atomic_write
 from fairbits.seeding import keyed_seed
 
@@ -47,8 +47,7 @@ def paired_effect(diffs: np.ndarray, *, n_boot: int, n_perm: int, rng: np.random
                   ci: float = 0.95) -> tuple[float, float, float, float]:
     """``(mean, ci_low, ci_high, p_value)`` of paired differences ``(n,)``."""
     mean = float(diffs.mean())
-    boot = diffs[rng.integers(0, len(diffs), (n_boot, len(diffs)))].mean(axis=1)
-    lo, hi = np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2])
+    lo, hi = percentile_interval(bootstrap_means(diffs, n_boot, rng), ci)
     signs = rng.choice([-1.0, 1.0], size=(n_perm, len(diffs)))
     null = np.abs((signs * diffs).mean(axis=1))
     p = (1 + np.sum(null >= abs(mean) - 1e-12)) / (n_perm + 1)

@@ -116,14 +116,23 @@ def _chunks(n_rows: int, width: int) -> list[slice]:
     return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
 
 
+def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``n_boot`` resamples (with replacement) of the rows of ``values``.
+
+    ``values`` ``(n,)`` → ``(n_boot,)``; ``(n, c)`` → ``(n_boot, c)`` (rows resampled
+    together, so paired columns stay paired). Drawn in memory-bounded chunks.
+    """
+    v = np.asarray(values, dtype=float)
+    out = np.empty((n_boot, *v.shape[1:]))
+    for rows in _chunks(n_boot, len(v)):
+        idx = rng.integers(0, len(v), size=(rows.stop - rows.start, len(v)))
+        out[rows] = v[idx].mean(axis=1)
+    return out
+
+
 def _bootstrap_means(values: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``(n_boot, n_groups)`` means of resamples drawn with replacement within each group."""
-    out = np.empty((n_boot, len(values)))
-    for k, v in enumerate(values):
-        for rows in _chunks(n_boot, len(v)):
-            idx = rng.integers(0, len(v), size=(rows.stop - rows.start, len(v)))
-            out[rows, k] = v[idx].mean(axis=1)
-    return out
+    return np.stack([bootstrap_means(v, n_boot, rng) for v in values], axis=1) if values else np.empty((n_boot, 0))
 
 
 def _permutation_p(values: list[np.ndarray], observed: float, n_perm: int, rng: np.random.Generator) -> float:
@@ -182,7 +191,7 @@ def _analyse(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, 
     return out
 
 
-def _interval(draws: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+def percentile_interval(draws: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of ``draws`` along axis 0 (NaN when there are no draws)."""
     if draws.shape[0] == 0:
         nan = np.full(draws.shape[1:], np.nan)
@@ -196,7 +205,7 @@ def _interval(draws: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
 def _summary_rows(cells: Iterable[CellStats], ci: float) -> pd.DataFrame:
     rows = []
     for c in cells:
-        lo, hi = _interval(c.boot, ci)
+        lo, hi = percentile_interval(c.boot, ci)
         for k, g in enumerate(c.groups):
             rows.append((c.codec, c.setting, c.measure, c.attribute, g, int(c.n[k]), c.means[k], lo[k], hi[k],
                          c.bpp[k]))
@@ -212,7 +221,7 @@ def _bias_rows(cells: Iterable[CellStats], ci: float, directions: Mapping[str, b
                          c.pooled_bpp))
             continue
         gap = float(c.means.max() - c.means.min())
-        lo, hi = _interval((c.boot.max(axis=1) - c.boot.min(axis=1))[:, None], ci)
+        lo, hi = percentile_interval((c.boot.max(axis=1) - c.boot.min(axis=1))[:, None], ci)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = float(np.float64(c.means.min()) / np.float64(c.means.max()))
             rel = float(gap / abs(c.pooled_mean)) if c.pooled_mean != 0 else float("nan")
@@ -229,7 +238,7 @@ def _pairwise_rows(cells: Iterable[CellStats], ci: float) -> pd.DataFrame:
     for c in cells:
         for a in range(len(c.groups)):
             for b in range(a + 1, len(c.groups)):
-                lo, hi = _interval((c.boot[:, a] - c.boot[:, b])[:, None], ci)
+                lo, hi = percentile_interval((c.boot[:, a] - c.boot[:, b])[:, None], ci)
                 rows.append((c.codec, c.setting, c.measure, c.attribute, c.groups[a], c.groups[b],
                              float(c.means[a] - c.means[b]), float(lo[0]), float(hi[0])))
     return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
