@@ -191,3 +191,21 @@ def test_attribution_table_finds_targets_and_skips_errors():
     assert attribution_table(df, ["grp"], n_boot=100).empty  # one group left
     table = attribution_table(_loss_frame(), ["grp"], n_boot=100)
     assert len(table) == 1 and table.iloc[0]["target"] == "T"
+
+
+def test_results_on_originals_are_computed_once_per_image():
+    from fairbits.measures.classifiers import PerOriginal
+
+    calls = []
+
+    def compute(images, rows):
+        calls.append(list(rows))
+        return {"mean": images.mean(dim=(1, 2, 3)).numpy(), "row": np.asarray(rows, float)}
+
+    cache, x = PerOriginal(), torch.rand(3, 3, 4, 4)
+    first = cache.get({"labels": pd.DataFrame({"image_id": ["a", "b", "c"]})}, x, compute)
+    again = cache.get({"labels": pd.DataFrame({"image_id": ["c", "a", "d"]})}, x[[2, 0, 1]], compute)
+    assert calls == [[0, 1, 2], [2]]  # only the new image "d" is computed the second time
+    np.testing.assert_allclose(first["mean"], x.mean(dim=(1, 2, 3)).numpy())
+    np.testing.assert_allclose(again["mean"], x.mean(dim=(1, 2, 3)).numpy()[[2, 0, 1]])
+    assert cache.get({}, x, compute)["row"].tolist() == [0, 1, 2]  # no ids: always computed

@@ -59,7 +59,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from fairbits.colour import lab_to_srgb, srgb_to_lab
+from fairbits.colour import ita_degrees, lab_to_srgb, srgb_to_lab
 from fairbits.data.images import DEFAULT_MAX_PIXELS, load_rgb
 from fairbits.errors import FairbitsError, ImageError
 from fairbits.face.tone import skin_tone
@@ -174,7 +174,7 @@ def _mean_lab(rgb8: np.ndarray) -> torch.Tensor:
 
 def _ita(lab_mean: torch.Tensor) -> float:
     """ITA° (degrees) of a mean CIELAB (3,)."""
-    return math.degrees(math.atan2(float(lab_mean[0]) - 50.0, float(lab_mean[2])))
+    return float(ita_degrees(lab_mean[0], lab_mean[2]))
 
 
 def recolour_skin(image: np.ndarray, skin: np.ndarray, ita: float,

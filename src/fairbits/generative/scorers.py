@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fairbits.data.images import to_uint8
 from fairbits.errors import SpecError
 
 DETECT_SIZE = 256        # shorter side (pixels) images are upsampled to before face detection
@@ -102,8 +103,8 @@ def _upsample(x: torch.Tensor, size: int = DETECT_SIZE) -> torch.Tensor:
 
 
 def _uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` in [0, 1] → uint8 ``(H, W, 3)``."""
-    return x.mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    """``(3, H, W)`` in [0, 1] → contiguous uint8 ``(H, W, 3)``."""
+    return np.ascontiguousarray(to_uint8(x[None])[0])
 
 
 def central_mask(h: int, w: int) -> torch.Tensor:

