@@ -209,3 +209,15 @@ def test_results_on_originals_are_computed_once_per_image():
     np.testing.assert_allclose(first["mean"], x.mean(dim=(1, 2, 3)).numpy())
     np.testing.assert_allclose(again["mean"], x.mean(dim=(1, 2, 3)).numpy()[[2, 0, 1]])
     assert cache.get({}, x, compute)["row"].tolist() == [0, 1, 2]  # no ids: always computed
+
+
+def test_with_masks_holds_the_same_masks_and_drops_them_from_storage():
+    rng = np.random.default_rng(1)
+    lm = np.stack([rng.uniform(8, 56, 478), rng.uniform(8, 56, 478)], axis=1).astype(np.float32)
+    pytest.importorskip("mediapipe")
+    rec = FaceRecord(True, 64, 64, lm, rng.random((64, 64)) > 0.5)
+    held = rec.with_masks()
+    assert rec.region is None and held.region is not None
+    for k, m in rec.masks().items():
+        np.testing.assert_array_equal(held.masks()[k], m)
+    assert FaceRecord.from_row(held.to_row("k", "i")).region is None

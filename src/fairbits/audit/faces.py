@@ -17,7 +17,7 @@ it). Region masks are recomputed from landmarks and person mask with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +41,21 @@ class FaceRecord:
     landmarks: np.ndarray | None = None
     person: np.ndarray | None = None
     embedding: np.ndarray | None = None
+    region: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)  # see with_masks
 
     def masks(self) -> dict[str, np.ndarray]:
         """Region masks, bool (H, W) by :data:`~fairbits.face.analysis.MASK_NAMES`."""
+        if self.region is not None:
+            return self.region
         if not self.face_found:
             return empty_masks((self.height, self.width))
         person = None if self.person is None else self.person.astype(np.float32)
         return region_masks(self.landmarks, (self.height, self.width), person)
+
+    def with_masks(self) -> FaceRecord:
+        """A copy holding its region masks, for a batch that every cell measures (the cache
+        itself keeps none: five bool masks are 5 bytes per pixel of every image)."""
+        return replace(self, region=self.masks())
 
     def to_row(self, key: str, image_id: str) -> dict:
         h, w = self.height, self.width

@@ -294,7 +294,7 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
             faces = None
             if face_cache is not None:
                 keys = {i: (k if isinstance(k, str) else i) for i, k in zip(need["image_id"], need["checksum"])}
-                faces = face_cache.records(originals, keys)
+                faces = {i: r.with_masks() for i, r in face_cache.records(originals, keys).items()}
             cache: dict = {}
             for cell, b in pending:
                 rows, recons = code_batch(cell, codecs[cell.codec], b, originals, plan.measure_set, columns,
