@@ -143,14 +143,13 @@ class FaceCache:
         return out
 
 
-def load_faces(run_dir: str | Path) -> pd.DataFrame:
-    """The stored analyses of a run: one row per content key (``key``, ``image_id``,
-    ``face_found``, ``height``, ``width``), without the binary columns."""
+def load_faces(run_dir: str | Path, columns=("key", "image_id", "face_found", "height", "width")) -> pd.DataFrame:
+    """The stored analyses of a run, one row per content key (the latest), with ``columns``."""
+    columns = list(dict.fromkeys(["key", *columns]))
     parts = sorted((Path(run_dir) / "faces").glob("part-*.parquet"))
     if not parts:
-        return pd.DataFrame(columns=["key", "image_id", "face_found", "height", "width"])
-    cols = ["key", "image_id", "face_found", "height", "width"]
-    df = pd.concat([pd.read_parquet(p, columns=cols) for p in parts], ignore_index=True)
+        return pd.DataFrame(columns=columns)
+    df = pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
     return df.drop_duplicates("key", keep="last").reset_index(drop=True)
 
 

@@ -68,19 +68,15 @@ def nonmatch(identity_cos, threshold: float) -> np.ndarray:
 
 def original_embeddings(run_dir: str | Path, manifest: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The stored identity embeddings of a run's originals, ``(n, 128)``, and their image ids."""
-    from fairbits.audit.faces import FaceRecord
+    from fairbits.audit.faces import load_faces
 
-    parts = sorted((Path(run_dir) / "faces").glob("part-*.parquet"))
-    rows = pd.concat([pd.read_parquet(p) for p in parts]).drop_duplicates("key", keep="last") if parts else None
-    if rows is None:
-        return np.zeros((0, 128), np.float32), np.array([], dtype=object)
-    by_key = {r["key"]: FaceRecord.from_row(r) for r in rows.to_dict("records")}
-    keys = [k if isinstance(k, str) else i for i, k in zip(manifest["image_id"], manifest["checksum"])]
+    stored = load_faces(run_dir, ["embedding"]).set_index("key")["embedding"].to_dict()
     embs, ids = [], []
-    for i, k in zip(manifest["image_id"], keys):
-        rec = by_key.get(k)
-        if rec is not None and rec.embedding is not None and np.isfinite(rec.embedding).all():
-            embs.append(rec.embedding)
+    for i, k in zip(manifest["image_id"], manifest["checksum"]):
+        blob = stored.get(k if isinstance(k, str) else i)
+        e = None if blob is None else np.frombuffer(blob, np.float32)
+        if e is not None and np.isfinite(e).all():
+            embs.append(e)
             ids.append(i)
     return (np.stack(embs) if embs else np.zeros((0, 128), np.float32)), np.array(ids, dtype=object)
 
