@@ -141,7 +141,7 @@ def test_broken_images_become_error_rows(tmp_path):
 def test_other_run_in_same_dir_is_refused(tmp_path):
     csv = write_csv_dataset(tmp_path / "d", n_per_group=2)
     run_audit(parse_spec(_spec(csv)), tmp_path / "r", progress=False, report=False)
-    with pytest.raises(fairbits.FairbitsError, match="another dataset"):
+    with pytest.raises(fairbits.FairbitsError, match=r"another configuration \(seed: 0 → 1\)"):
         run_audit(parse_spec(_spec(csv, seed=1)), tmp_path / "r", progress=False, report=False)
 
 

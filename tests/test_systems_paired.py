@@ -69,11 +69,13 @@ def test_bad_systems_stop_at_planning(csv_dataset, entry_module, codec, message)
         plan_audit(_spec(csv_dataset, [codec]))
 
 
-def test_a_system_that_changes_the_shape_gives_error_rows(csv_dataset, entry_module, tmp_path):
-    run_audit(_spec(csv_dataset, [{"name": "crop", "entry": f"{entry_module}:crop"}]), tmp_path / "r",
-              progress=False, report=False)
-    r = load_results(tmp_path / "r")
-    assert r.error.str.contains("returned shape").all()
+def test_a_system_that_changes_the_shape_of_every_image_stops_the_run(csv_dataset, entry_module, tmp_path):
+    from fairbits.errors import FairbitsError
+
+    with pytest.raises(FairbitsError, match="all .* failed .*returned shape"):
+        run_audit(_spec(csv_dataset, [{"name": "crop", "entry": f"{entry_module}:crop"}]), tmp_path / "r",
+                  progress=False, report=False)
+    assert not list((tmp_path / "r").glob("cells/*/part-*.parquet"))  # nothing stored as data
 
 
 # --------------------------------------------------------------------------- paired effects

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from fairbits.errors import FairbitsError
+from fairbits.errors import FairbitsError, FairbitsWarning
 
 # CompressAI's import-time use of torch.jit.script warns on every run; it is not ours to fix.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
@@ -21,6 +21,20 @@ console = Console(stderr=True)
 def _fail(e: FairbitsError) -> None:
     console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+_show_warning = warnings.showwarning
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None):
+    """fairbits' own warnings (repairs, changed labels) as one ``warning:`` line each."""
+    if issubclass(category, FairbitsWarning):
+        console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _print_warning
 
 
 @app.command()
@@ -36,6 +50,10 @@ def audit(spec: Path = typer.Argument(..., help="the audit spec (YAML)"),
         run_dir = run_audit(load_spec(spec), out, progress=progress, report=report)
     except FairbitsError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        console.print(f"[bold yellow]interrupted:[/] the rows written so far are kept in {out}; "
+                      "run the same command again to resume", highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
     if report:
         print(run_dir / "report.html")
 
@@ -43,10 +61,10 @@ def audit(spec: Path = typer.Argument(..., help="the audit spec (YAML)"),
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="a run directory made by `fairbits audit`")):
     """Rebuild bias statistics and the HTML report of a run from its stored rows."""
-    from fairbits.audit.runner import finish_report
+    from fairbits.audit.runner import rebuild_report
 
     try:
-        print(finish_report(run_dir))
+        print(rebuild_report(run_dir))
     except FairbitsError as e:
         _fail(e)
 

@@ -25,3 +25,12 @@ class CodecUnavailable(FairbitsError):
 
 class ImageError(Exception):
     """One image cannot be used. Caught by the runner and stored as that image's ``error``."""
+
+
+class FairbitsWarning(UserWarning):
+    """Something was repaired or changed on the way (a lost part recomputed, labels updated);
+    the CLI prints these as ``warning: ...`` lines."""
+
+
+class DiskFull(FairbitsError):
+    """No space left while writing a file; the run resumes once space is freed."""

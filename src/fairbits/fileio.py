@@ -7,10 +7,16 @@ half of one.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+
+def _is_disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e) \
+        or "Disk quota exceeded" in str(e)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
@@ -18,19 +24,29 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
 
     Parent folders are created. The file gets the usual permissions (``0o666`` less the
     umask), not mkstemp's 0600. On any error the temporary file is removed.
+
+    Raises:
+        DiskFull: no space (or quota) left; the message names ``path``.
     """
+    from fairbits.errors import DiskFull
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and _is_disk_full(e):
+            raise DiskFull(f"no space left on device while writing {path}; free space and run the "
+                           "same command again to resume") from None
         raise
     return path
 

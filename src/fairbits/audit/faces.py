@@ -17,14 +17,17 @@ it). Region masks are recomputed from landmarks and person mask with
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
-from fairbits.audit.store import write_parquet
+from fairbits.audit.store import RunStore, write_parquet
+from fairbits.errors import FairbitsWarning
 from fairbits.face.analysis import MASK_NAMES, N_LANDMARKS, empty_masks, region_masks
 
 EMBED_DIM = 128
@@ -91,7 +94,14 @@ class FaceCache:
         self._records: dict[str, FaceRecord] = {}
         self._analyzer = self._embedder = None
         for part in sorted(self.dir.glob("part-*.parquet")):
-            for row in pd.read_parquet(part).to_dict("records"):
+            try:
+                rows = pd.read_parquet(part).to_dict("records")
+            except (pa.ArrowException, OSError) as e:  # analysed again when needed
+                moved = RunStore.set_aside(part)
+                warnings.warn(f"{part} is unreadable ({type(e).__name__}: {e}); moved aside to {moved.name}, "
+                              "its faces are analysed again", FairbitsWarning, stacklevel=2)
+                continue
+            for row in rows:
                 self._records[row["key"]] = FaceRecord.from_row(row)  # later parts win
 
     def __len__(self) -> int:
@@ -137,8 +147,8 @@ class FaceCache:
                 new.append(rec.to_row(key, i))
             out[i] = rec
         if new:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            n = len(list(self.dir.glob("part-*.parquet")))
+            parts = sorted(self.dir.glob("part-*.parquet"))
+            n = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
             write_parquet(pd.DataFrame(new), self.dir / f"part-{n:06d}.parquet")
         return out
 

@@ -2,7 +2,8 @@
 
 Every check that can fail on configuration happens here, before any image is coded:
 unknown codec or measure, a codec that cannot run here, a quality outside a codec's
-grid, a missing dataset path, an unknown group column, an empty group.
+grid, a checkpoint that cannot be loaded, a device that is not here, a missing dataset
+path, an unknown group column, an empty group.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from fairbits.codecs.base import codec_info, get_codec
+from fairbits.codecs.base import Codec, codec_info, get_codec
 from fairbits.data.manifest import build_manifest
 from fairbits.errors import SpecError
 from fairbits.measures.base import Measure, resolve_measure
@@ -66,6 +68,8 @@ class AuditPlan:
     measures: list[str]  # per-image measure names, without "bpp" (always recorded)
     realism: str | None = None  # feature extractor of the realism measure, if asked for
     measure_set: list[Measure] = field(default_factory=list)  # the measures, resolved for the spec
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where measures run
+    codecs: dict[str, Codec] = field(default_factory=dict)  # by name, settings checked (models loaded)
 
     @property
     def needs_faces(self) -> bool:
@@ -82,16 +86,48 @@ def _check_setting(codec, name: str, value) -> None:
         raise SpecError(f"codec {name!r}: quality {value} is outside its settings ({lo}..{hi})")
 
 
-def plan_cells(spec: AuditSpec) -> list[Cell]:
-    """The cells a spec asks for, in spec order; checks codecs, settings and modes."""
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; otherwise the named torch device, which must
+    be present here.
+
+    Raises:
+        SpecError: a malformed name, or a CUDA/MPS device this machine does not have.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SpecError(f"device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise SpecError(f"device: {name!r} asked for, but CUDA is not available here "
+                            "(no NVIDIA driver or a CPU-only torch); use device: auto or cpu")
+        if dev.index is not None and dev.index >= n:
+            raise SpecError(f"device: {name!r} asked for, but this machine has {n} CUDA device(s) (0..{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SpecError(f"device: {name!r} asked for, but MPS is not available here; use device: auto or cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise SpecError(f"device: {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def plan_cells(spec: AuditSpec, codecs: dict[str, Codec] | None = None) -> list[Cell]:
+    """The cells a spec asks for, in spec order; checks codecs, settings and modes.
+
+    ``codecs``, when given, receives the codec instances by name (with their checked
+    settings' models already loaded), for the run to reuse.
+    """
     cells: list[Cell] = []
+    codecs = {} if codecs is None else codecs
     for c in spec.codecs:
         if c.entry is not None:
             from fairbits.codecs.systems import register_entry_system
 
             register_entry_system(c.name, c.entry)  # bad entry → SpecError
         info = codec_info(c.name)  # unknown name → SpecError
-        codec = get_codec(c.name)  # cannot run here → CodecUnavailable
+        codec = codecs.setdefault(c.name, get_codec(c.name))  # cannot run here → CodecUnavailable
         learned = info.kind not in ("classical", "system")
         mode = c.mode or ("fast" if learned else "exact")
         if mode == "fast" and not hasattr(codec, "forward_batch"):
@@ -157,7 +193,9 @@ def _check_groups(spec: AuditSpec, manifest: pd.DataFrame) -> pd.DataFrame:
 
 def plan_audit(spec: AuditSpec) -> AuditPlan:
     """Validate everything and build the manifest; raises a FairbitsError on bad config."""
-    cells = plan_cells(spec)
+    device = resolve_device(spec.device)
+    codecs: dict[str, Codec] = {}
+    cells = plan_cells(spec, codecs)
     measure_set = plan_measures(spec)
     realism = plan_realism(spec)
     ds = spec.dataset
@@ -169,4 +207,4 @@ def plan_audit(spec: AuditSpec) -> AuditPlan:
     manifest = _check_groups(spec, manifest)
     for col in spec.group_columns:
         manifest[col] = manifest[col].astype("string")
-    return AuditPlan(spec, cells, manifest, [m.name for m in measure_set], realism, measure_set)
+    return AuditPlan(spec, cells, manifest, [m.name for m in measure_set], realism, measure_set, device, codecs)

@@ -8,8 +8,7 @@ run resumes where it stopped; a finished cell is skipped.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,13 +19,16 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fairbits import __version__
+from fairbits.audit.lock import RunLock
 from fairbits.audit.plan import AuditPlan, Cell, plan_audit
+from fairbits.audit.resume import (check_same_config, config_fingerprint, missing_rows, reconcile_manifest,
+                                   verify_cells)
 from fairbits.audit.store import RunStore
 from fairbits.audit.coding import CHECK_COLUMNS, check_sample, code_images
 from fairbits.audit.faces import FaceBatch, FaceCache, FaceRecord
-from fairbits.codecs.base import Codec, get_codec
+from fairbits.codecs.base import Codec
 from fairbits.data.images import fit_size, load_rgb, to_tensor
-from fairbits.errors import FairbitsError, ImageError
+from fairbits.errors import FairbitsError, FairbitsWarning, ImageError
 from fairbits.measures.base import Measure, higher_is_better
 from fairbits.measures.features import get_extractor
 from fairbits.measures.realism import FeatureStore
@@ -36,13 +38,6 @@ from fairbits.spec import AuditSpec
 # On CPU, measures run on a few images at a time: peak memory stays small (SSIM and
 # CIEDE2000 make many full-size intermediates) and it is faster than one big batch.
 CPU_MEASURE_CHUNK = 4
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; otherwise the named torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def measure_columns(measures: list[Measure]) -> list[str]:
@@ -58,13 +53,10 @@ def _directions(measures: list[Measure]) -> dict[str, bool]:
     return {c: higher_is_better(c) for c in measure_columns(measures)}
 
 
-def _fingerprint(plan: AuditPlan) -> str:
-    m = plan.manifest
-    h = hashlib.sha256()
-    h.update(json.dumps([plan.spec.dataset.model_dump(mode="json"), plan.measures, plan.spec.seed],
-                        sort_keys=True, default=str).encode())
-    h.update("\n".join(m["image_id"] + ":" + m["checksum"].fillna("-").astype(str)).encode())
-    return h.hexdigest()[:16]
+def _config(plan: AuditPlan) -> dict:
+    """What a run's rows depend on besides the images: dataset options, measures, seed."""
+    return {"dataset": plan.spec.dataset.model_dump(mode="json"), "measures": plan.measures,
+            "seed": plan.spec.seed}
 
 
 def run_info(plan: AuditPlan) -> dict:
@@ -73,7 +65,8 @@ def run_info(plan: AuditPlan) -> dict:
         "fairbits_version": __version__,
         "name": plan.spec.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": _fingerprint(plan),
+        "fingerprint": config_fingerprint(_config(plan)),
+        "config": _config(plan),
         "dataset": str(plan.spec.dataset.path),
         "n_images": len(plan.manifest),
         "groups": plan.spec.group_columns,
@@ -91,23 +84,25 @@ def run_info(plan: AuditPlan) -> dict:
     }
 
 
-def _prepare_store(plan: AuditPlan, out: Path) -> RunStore:
-    store = RunStore(out)
+def _prepare_store(store: RunStore, plan: AuditPlan) -> None:
+    """Start or resume the run in ``store`` (whose lock the caller holds).
+
+    A new run stores ``run.json`` first, then the manifest. A resumed run must have the same
+    configuration and images (else FairbitsError); changed labels update its manifest.
+    """
     store.remove_partial_writes()  # a killed run may have left half-written temporaries
     info = run_info(plan)
     if store.info_path.is_file():
         old = store.read_info()
-        if old.get("fingerprint") != info["fingerprint"]:
-            raise FairbitsError(
-                f"{out} holds a run with another dataset, measures or seed; "
-                "choose a new --out directory (or delete the old one)")
+        check_same_config(old, info, store.root)
         info["created"] = old.get("created", info["created"])
         known = {c["id"] for c in info["cells"]}
         info["cells"] += [c for c in old["cells"] if c["id"] not in known]
+        reconcile_manifest(store, plan.manifest)
+        store.write_info(info)
     else:
+        store.write_info(info)
         store.write_manifest(plan.manifest)
-    store.write_info(info)
-    return store
 
 
 def _load_original(path: str, max_pixels: int, size: int | None) -> np.ndarray | str:
@@ -141,6 +136,25 @@ def _measure(measures: list[Measure], originals: list[np.ndarray], recons: list[
                 for col, v in m.fn(x, y, context).items():
                     parts.setdefault(col, []).append(torch.as_tensor(v).detach().double().cpu().numpy())
     return {col: np.concatenate(v) for col, v in parts.items()}
+
+
+class BatchFailed(FairbitsError):
+    """Every usable image of a batch failed in a cell: the cause is the configuration."""
+
+
+def _check_not_all_failed(cell: Cell, rows: list[dict]) -> None:
+    """Stop instead of storing a batch in which every decodable image failed to code or measure.
+
+    One image failing is that image's problem and becomes its error row; all of them failing
+    points to the configuration (device, checkpoint, model files, a codec plugin), and rows
+    written then would be kept by every later resume.
+    """
+    if rows and all(r["error"] for r in rows):
+        raise BatchFailed(
+            f"{cell.id}: all {len(rows)} decodable image(s) of a batch failed (first: {rows[0]['error']}). "
+            "That points to the configuration (device, checkpoint, model files, a codec plugin), not to "
+            "the images, so nothing was stored for this batch. Fix the cause and run the same command "
+            "again to resume.")
 
 
 def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, measures: list[Measure],
@@ -190,6 +204,7 @@ def code_batch(cell: Cell, codec: Codec, batch: pd.DataFrame, originals: dict, m
             continue
         for k, i in enumerate(group):
             index[i].update({c: float(v[k]) for c, v in vals.items()})
+    _check_not_all_failed(cell, [index[i] for i in ids if not isinstance(originals[i], str)])
     df = pd.DataFrame(rows)
     for c in ("target_bpp", "quality", "num_bytes", "height", "width", *CHECK_COLUMNS):
         df[c] = df[c].astype("float64")
@@ -253,12 +268,22 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
     """
     out = Path(out)
     plan = plan_audit(spec)
-    store = _prepare_store(plan, out)
-    device = resolve_device(spec.device)
+    store = RunStore(out)
+    store.check_target()
+    with RunLock(out):
+        _prepare_store(store, plan)
+        if _run_cells(plan, store, progress, stop_after_batches) and report:
+            finish_report(out)
+    return out
+
+
+def _run_cells(plan: AuditPlan, store: RunStore, progress: bool, stop_after_batches: int | None) -> bool:
+    """Code and measure every missing (image, cell) pair; True when every cell is finished."""
+    spec, out = plan.spec, store.root
+    device, codecs = plan.device, plan.codecs
     columns = measure_columns(plan.measure_set)
-    codecs = {c.codec: get_codec(c.codec) for c in plan.cells}
     manifest = plan.manifest
-    todo = {c.id: store.done_ids(c.id) for c in plan.cells if not store.is_done(c.id)}
+    todo = verify_cells(store, [c.id for c in plan.cells], set(manifest["image_id"]))
     total = sum(len(manifest) - len(done) for done in todo.values())
     all_ids = list(manifest["image_id"])
     extractor = features = None
@@ -307,14 +332,21 @@ def run_audit(spec: AuditSpec, out: str | Path, *, progress: bool = True, report
                 bar.advance(task, len(rows))
                 written += 1
                 if stop_after_batches is not None and written >= stop_after_batches:
-                    return out
+                    return False
     ids = set(manifest["image_id"])
     for cell in plan.cells:
         if cell.id in todo and ids <= todo[cell.id]:
             store.mark_done(cell.id)
-    if report:
-        finish_report(out)
-    return out
+    return True
+
+
+def rebuild_report(run_dir: str | Path) -> Path:
+    """``fairbits report``: :func:`finish_report` while holding the run's lock (no audit writes
+    to it meanwhile)."""
+    store = RunStore(run_dir)
+    store.read_info()  # not a run → FairbitsError before a lock file is made
+    with RunLock(run_dir):
+        return finish_report(run_dir)
 
 
 def finish_report(run_dir: str | Path) -> Path:
@@ -327,6 +359,12 @@ def finish_report(run_dir: str | Path) -> Path:
     store = RunStore(run_dir)
     info, results = store.read_info(), load_results(run_dir)  # read the rows once for all three
     manifest = store.read_manifest()
+    info["missing_rows"] = missing_rows(results, manifest, [c["id"] for c in info["cells"]])
+    if info["missing_rows"]:
+        warnings.warn("rows are missing (lost part files?): " + ", ".join(
+            f"{c} {n} of {len(manifest)}" for c, n in info["missing_rows"].items())
+            + "; the statistics cover the rows present. Run the audit again to compute them",
+            FairbitsWarning, stacklevel=2)
     measures = list(info.get("measures", []))
     if "identity_cos" in results.columns:
         from fairbits.bias.verification import add_identity_nonmatch
@@ -344,4 +382,6 @@ def finish_report(run_dir: str | Path) -> Path:
                  n_perm=info.get("n_perm", 1000), seed=info.get("seed", 0))
     if info.get("realism"):
         write_realism(run_dir, results, info["groups"], info["realism"], seed=info.get("seed", 0))
-    return render_report(run_dir, results, manifest, info)
+    from fairbits.report.integrity import missing_rows_section
+
+    return render_report(run_dir, results, manifest, info, extra_sections=[missing_rows_section])

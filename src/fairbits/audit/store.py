@@ -7,20 +7,32 @@ Layout of ``RUN_DIR``::
     cells/<cell_id>/part-*.parquet   per-image rows, one file per finished batch
     cells/<cell_id>/DONE        written once every image of the cell has a row
 
+    faces/part-*.parquet        face analyses of the originals (fairbits.audit.faces)
+    features/<space>/<key>/part-*.npz   realism features (fairbits.measures.realism)
+    figures/, *.csv, report.html, identity.json   derived by ``fairbits report``
+    .fairbits.lock              held by the process writing the run (fairbits.audit.lock)
+
 A part becomes visible only through ``os.replace`` of a finished temporary file, so a
 killed run leaves whole parts or nothing; resuming skips the image ids already stored,
-so no row is written twice and none is missing.
+so no row is written twice and none is missing. A part that is lost or unreadable is
+noticed on resume (:meth:`RunStore.scan_cell`): an unreadable one is moved aside as
+``part-*.parquet.corrupt`` and the rows it held are computed again.
+
+fairbits writes only into a new folder, an empty one, or a run it made, and removes
+only the temporaries of its own writes inside that layout.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fairbits.audit.lock import LOCK_NAME
 from fairbits.data.manifest import read_manifest_file, write_manifest
 from fairbits.errors import FairbitsError
 from fairbits.fileio import atomic_write, atomic_write_text
@@ -39,19 +51,62 @@ def write_json(obj, path: Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
+class UnreadablePart(FairbitsError):
+    """A stored part file cannot be read; the message names it and says how to recover."""
+
+
+def _unreadable(path: Path, error: Exception) -> UnreadablePart:
+    return UnreadablePart(
+        f"{path} is unreadable ({type(error).__name__}: {error}). Re-run the same "
+        "`fairbits audit SPEC --out RUN_DIR` command: it moves the file aside and computes its rows again")
+
+
+@dataclass
+class CellScan:
+    """What a cell's parts hold: ``ids`` with a row, ``unreadable`` part files (with the reason)."""
+
+    ids: set[str] = field(default_factory=set)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+
 class RunStore:
     """Read and write one run directory."""
 
     def __init__(self, run_dir: str | Path):
         self.root = Path(run_dir)
 
+    def check_target(self) -> None:
+        """Refuse a ``--out`` that fairbits must not write into.
+
+        Raises:
+            FairbitsError: the path is a file, or an existing non-empty folder that is not a
+                fairbits run (no ``run.json``).
+        """
+        if self.root.exists() and not self.root.is_dir():
+            raise FairbitsError(f"--out {self.root} is a file, not a folder: give a folder for the run")
+        if self.root.is_dir() and not self.info_path.is_file():
+            others = sorted(p.name for p in self.root.iterdir() if p.name != LOCK_NAME)
+            if others:
+                raise FairbitsError(
+                    f"--out {self.root} is a folder with other files ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}) and not a fairbits run (no run.json); "
+                    "fairbits writes only into a new or empty folder or a run it made: choose another --out")
+
+    def _layout_dirs(self) -> list[Path]:
+        """Every folder of the run layout that fairbits writes files into."""
+        dirs = [self.root, self.root / "faces", self.root / "figures"]
+        dirs += [d for d in (self.root / "cells").glob("*") if d.is_dir()]
+        dirs += [d for d in (self.root / "features").glob("*/*") if d.is_dir()]
+        return dirs
+
     def remove_partial_writes(self) -> int:
         """Delete the temporary files of writes a killed run left unfinished; returns how many.
 
         Only files named as :func:`fairbits.fileio.atomic_write` names its temporaries
-        (``.NAME.XXXX.tmp``) are removed; finished files are never touched.
+        (``.NAME.XXXX.tmp``), and only in the folders of the run layout (not in any folder
+        below them), are removed; finished files are never touched.
         """
-        stale = [p for p in self.root.rglob(".*.tmp") if p.is_file()] if self.root.is_dir() else []
+        stale = [p for d in self._layout_dirs() for p in d.glob(".*.tmp") if p.is_file()]
         for p in stale:
             p.unlink(missing_ok=True)
         return len(stale)
@@ -64,16 +119,28 @@ class RunStore:
     def read_info(self) -> dict:
         if not self.info_path.is_file():
             raise FairbitsError(f"{self.root} is not a fairbits run directory (no run.json)")
-        return json.loads(self.info_path.read_text())
+        try:
+            return json.loads(self.info_path.read_text())
+        except (OSError, ValueError) as e:
+            raise FairbitsError(f"{self.info_path} is unreadable ({e}); the run cannot be resumed or "
+                                "reported: start a new run with another --out") from None
 
     def write_info(self, info: dict) -> None:
         write_json(info, self.info_path)
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.parquet"
+
     def read_manifest(self) -> pd.DataFrame:
-        return read_manifest_file(self.root / "manifest.parquet")
+        """The stored manifest. Raises :class:`UnreadablePart` if the file is damaged."""
+        try:
+            return read_manifest_file(self.manifest_path)
+        except (pa.ArrowException, OSError) as e:
+            raise _unreadable(self.manifest_path, e) from None
 
     def write_manifest(self, manifest: pd.DataFrame) -> None:
-        write_manifest(manifest, self.root / "manifest.parquet")
+        write_manifest(manifest, self.manifest_path)
 
     # -- cells -------------------------------------------------------------
     def cell_dir(self, cell_id: str) -> Path:
@@ -85,16 +152,29 @@ class RunStore:
     def mark_done(self, cell_id: str) -> None:
         atomic_write_text(self.cell_dir(cell_id) / "DONE", "done\n")
 
+    def unmark_done(self, cell_id: str) -> None:
+        (self.cell_dir(cell_id) / "DONE").unlink(missing_ok=True)
+
+    def scan_cell(self, cell_id: str) -> CellScan:
+        """Read every part's ``image_id`` column; parts that cannot be read are listed."""
+        scan = CellScan()
+        for p in self.parts(cell_id):
+            try:
+                scan.ids.update(pq.read_table(p, columns=["image_id"]).column("image_id").to_pylist())
+            except (pa.ArrowException, OSError, KeyError) as e:
+                scan.unreadable.append((p, f"{type(e).__name__}: {e}"))
+        return scan
+
+    @staticmethod
+    def set_aside(part: Path) -> Path:
+        """Rename an unreadable part to ``NAME.corrupt`` (kept for inspection, no longer read)."""
+        target = part.with_name(part.name + ".corrupt")
+        part.replace(target)
+        return target
+
     def parts(self, cell_id: str) -> list[Path]:
         d = self.cell_dir(cell_id)
         return sorted(d.glob("part-*.parquet")) if d.is_dir() else []
-
-    def done_ids(self, cell_id: str) -> set[str]:
-        """Image ids that already have a row in this cell."""
-        ids: set[str] = set()
-        for p in self.parts(cell_id):
-            ids.update(pq.read_table(p, columns=["image_id"]).column("image_id").to_pylist())
-        return ids
 
     def append(self, cell_id: str, rows: pd.DataFrame) -> Path:
         """Write ``rows`` as the next part of the cell, atomically."""
@@ -105,7 +185,13 @@ class RunStore:
         return path
 
     def read_cell(self, cell_id: str) -> pd.DataFrame:
-        frames = [pd.read_parquet(p) for p in self.parts(cell_id)]
+        """Every row of a cell. Raises :class:`UnreadablePart` naming a part that cannot be read."""
+        frames = []
+        for p in self.parts(cell_id):
+            try:
+                frames.append(pd.read_parquet(p))
+            except (pa.ArrowException, OSError) as e:
+                raise _unreadable(p, e) from None
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -52,7 +52,7 @@ from fairbits.codecs.architectures import architecture, architecture_names
 from fairbits.codecs.base import Coded, get_codec, register
 from fairbits.codecs.checkpoints import ZOO_PREFIX, _zoo_urls, builtin_checkpoints, load_checkpoint, zoo_file
 from fairbits.data.images import to_tensor, to_uint8
-from fairbits.errors import CodecUnavailable, SpecError
+from fairbits.errors import CodecUnavailable, FairbitsError, SpecError
 from fairbits.spec import is_checkpoint_path
 
 # Autoregressive fast path: a latent row counts as settled when a pass moves no value by
@@ -199,8 +199,20 @@ class LearnedCodec:
                         f"or give a checkpoint path")
 
     def check_setting(self, setting: Any) -> None:
-        """Raise a FairbitsError if ``setting`` cannot run here (the audit plan calls this)."""
-        self.checkpoint_path(setting)
+        """Raise a FairbitsError if ``setting`` cannot run here (the audit plan calls this).
+
+        The checkpoint is loaded (and kept for the run), so a file that is damaged, not a
+        checkpoint, for another architecture, or holds objects other than tensors and plain
+        values stops the audit before any work.
+        """
+        path = self.checkpoint_path(setting)
+        try:
+            self.model(setting)
+        except FairbitsError:
+            raise
+        except Exception as e:  # a damaged file fails in many ways (KeyError, RuntimeError...)
+            raise SpecError(f"{self.name}: checkpoint {path} cannot be loaded "
+                            f"({type(e).__name__}: {e})") from None
 
     def model(self, setting: Any, device: str | torch.device = "cpu") -> nn.Module:
         """The model for ``setting`` on ``device``, loaded once and cached (eval mode)."""
