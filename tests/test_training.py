@@ -111,17 +111,20 @@ def test_resume_equals_uninterrupted(ds, tmp_path):
 
 @pytest.mark.parametrize("arch", ["hific", "mbt2018-mean-gan"])
 def test_generative_updates_the_discriminator(ds, tmp_path, monkeypatch, arch):
-    from fairbits.codecs import generative
+    import dataclasses
+
+    from fairbits.codecs import architectures
 
     made = {}
-    real_build = generative.build_discriminator
+    entry = architectures.architecture(arch)
+    assert entry.discriminator is not None            # registered on the architecture entry
 
-    def spy(a, N, M):
-        made["disc"] = real_build(a, N, M)
+    def spy(N, M):
+        made["disc"] = entry.discriminator(N, M)
         made["init"] = copy.deepcopy(made["disc"].state_dict())
         return made["disc"]
 
-    monkeypatch.setattr(generative, "build_discriminator", spy)
+    monkeypatch.setitem(architectures.ARCHITECTURES, arch, dataclasses.replace(entry, discriminator=spy))
     metrics = []
     out = train_codec(arch, 0.01, ds, steps=3, out=tmp_path / "g.pt", log_every=1,
                       callback=lambda s, m: metrics.append(m), **TINY)

@@ -1,7 +1,12 @@
 """``fairbits train-codec``: train learned codecs from the command line.
 
-The main CLI calls :func:`register` to add the command. ``--data`` names a YAML file
-whose top level is either a dataset mapping (``reader``, ``path``, reader options, ``size``…)
+The main CLI calls :func:`register` to add the command. The options become one
+:class:`~fairbits.codecs.train.config.TrainConfig` per λ (see
+:mod:`fairbits.codecs.training` for what is optimised). Besides natural, balanced or
+mixed sampling, ``--objective group-dro:<column> [--dro-step η]`` trains against the
+worst group's rate–distortion loss (group DRO; ``--dro-relative`` for a scale-free
+step) and ``--colour-loss WEIGHT`` adds a term that penalises the shift of the mean skin
+colour (CIELAB). ``--data`` names a YAML file whose top level is either a dataset mapping (``reader``, ``path``, reader options, ``size``…)
 or a whole audit spec with a ``dataset:`` key; relative paths are read from the YAML
 file's folder. A :class:`~fairbits.errors.FairbitsError` is printed and ends the command
 with exit status 2.
@@ -9,12 +14,14 @@ with exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
 import typer
 from pydantic import ValidationError
 
+from fairbits.codecs.train.config import TrainConfig
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.spec import DatasetSpec, read_yaml
 
@@ -74,6 +81,15 @@ def train_codec_cmd(
     perceptual_weight: Optional[float] = typer.Option(None, "--perceptual-weight",
                                                       help="default 1.0 for generative, else 0"),
     perceptual: str = typer.Option("ms-ssim", help="ms-ssim (proxy) | lpips (needs lpips + AlexNet weights)"),
+    objective: str = typer.Option("mean", help="mean | group-dro:<column> (weigh the worst group's loss)"),
+    dro_step: Optional[float] = typer.Option(None, "--dro-step",
+                                             help="η of the group-DRO weight update (default 0.01)"),
+    dro_relative: bool = typer.Option(False, "--dro-relative",
+                                      help="group-DRO steps on each group's relative excess loss "
+                                           "(L_g − mean)/mean: scale-free; lone groups move no weight"),
+    colour_loss: float = typer.Option(0.0, "--colour-loss",
+                                      help="weight of the skin-colour term (squared CIELAB shift "
+                                           "of the mean skin colour; 0 = off)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     amp: bool = typer.Option(False, help="bfloat16 autocast for g_a/g_s only"),
@@ -82,38 +98,47 @@ def train_codec_cmd(
     resume: bool = typer.Option(True, help="continue from <out>.train.pt when present"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ):
-    """Train a learned codec per λ on a dataset, with natural, balanced or mixed sampling."""
+    """Train a learned codec per λ on a dataset: natural, balanced or mixed sampling,
+    optionally group-robust (group DRO) or colour-preserving."""
     try:
-        paths = _run(arch, lmbda, data, out, dict(
-            steps=steps, sampler=sampler, mix=group_mix, mix_column=mix_column,
-            train_size=train_size, size=size, batch_size=batch_size, patch=patch, lr=lr,
-            aux_lr=aux_lr, distortion=distortion, N=n_ch, M=m_ch, quality=quality,
-            realism_weight=realism_weight, perceptual_weight=perceptual_weight,
-            perceptual=perceptual, seed=seed, device=device, amp=amp, log_every=log_every,
-            ckpt_every=ckpt_every, resume=resume, progress=progress))
+        if train_size is not None and group_mix is None:
+            raise SpecError("--train-size only applies with --group-mix")
+        if any(not (l > 0) for l in lmbda):
+            raise SpecError(f"--lmbda values must be > 0, got {lmbda}")
+        config = TrainConfig(
+            arch=arch, lmbda=lmbda[0], steps=steps, sampler=sampler, mix=group_mix,
+            mix_column=mix_column, train_size=train_size, size=size, batch_size=batch_size,
+            patch=patch, lr=lr, aux_lr=aux_lr, distortion=distortion, N=n_ch, M=m_ch,
+            quality=quality, realism_weight=realism_weight, perceptual_weight=perceptual_weight,
+            perceptual=perceptual, objective=objective, dro_step=dro_step, dro_relative=dro_relative,
+            colour_loss=colour_loss,
+            seed=seed, device=device, amp=amp, log_every=log_every, ckpt_every=ckpt_every)
+        paths = _run(config, lmbda, data, out, resume=resume, progress=progress)
     except FairbitsError as e:
         _fail(e)
     for p in paths:
         print(p)
 
 
-def _run(arch: str, lmbdas: list[float], data: Path, out: Path, kwargs: dict) -> list[Path]:
-    """Validate the cheap things first, then train (one file or a sweep folder)."""
+def _run(config: TrainConfig, lmbdas: list[float], data: Path, out: Path, *, resume: bool,
+         progress: bool) -> list[Path]:
+    """Validate the cheap things first, then train one file, or one model per λ into a folder."""
     from fairbits.codecs.architectures import architecture
-    from fairbits.codecs.training import train_codec, train_sweep
+    from fairbits.codecs.training import sweep_path, train
 
-    architecture(arch)
-    if any(not (l > 0) for l in lmbdas):
-        raise SpecError(f"--lmbda values must be > 0, got {lmbdas}")
-    if kwargs["train_size"] is not None and kwargs["mix"] is None:
-        raise SpecError("--train-size only applies with --group-mix")
+    architecture(config.arch)
+    config.resolved()
     ds = load_training_data(data)
     as_file = out.suffix in (".pt", ".pth")
     if len(lmbdas) > 1 and as_file:
         raise SpecError(f"{len(lmbdas)} λ values train {len(lmbdas)} models: --out must be a folder, not {out}")
     if as_file:
-        return [train_codec(arch, lmbdas[0], ds, out=out, **kwargs)]
-    return train_sweep(arch, lmbdas, ds, out_dir=out, **kwargs)
+        return [train(config, ds, out, resume=resume, progress=progress)]
+    paths = [sweep_path(out, config.arch, float(l)) for l in lmbdas]
+    if len(set(paths)) != len(paths):
+        raise SpecError(f"repeated λ values in {lmbdas}")
+    return [train(dataclasses.replace(config, lmbda=float(l)), ds, p, resume=resume, progress=progress)
+            for l, p in zip(lmbdas, paths)]
 
 
 def register(app: typer.Typer) -> None:

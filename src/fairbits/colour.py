@@ -2,7 +2,8 @@
 
 All functions are vectorised torch code that runs on CPU or GPU alike. Channel axis is
 ``dim=-3`` (so ``(3, H, W)`` and ``(N, 3, H, W)`` both work); sRGB values are in [0, 1];
-L* is in [0, 100]. The white point is D65 (sRGB's own).
+L* is in [0, 100]. The white point is D65 (sRGB's own). Training losses use
+:func:`srgb_to_lab_differentiable` (float32-friendly, finite gradients everywhere).
 """
 
 from __future__ import annotations
@@ -75,6 +76,29 @@ def srgb_to_lab(rgb) -> torch.Tensor:
     x, y, z = _split(xyz)
     fx, fy, fz = (_lab_f(c / w) for c, w in zip((x, y, z), D65_WHITE))
     return _join((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), xyz)
+
+
+def srgb_to_lab_differentiable(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB → CIELAB (D65) for training losses: same numbers as :func:`srgb_to_lab`, safe gradients.
+
+    ``rgb``: float ``(..., 3, H, W)`` (channel axis ``-3`` only), kept in its dtype and on
+    its device; returns Lab of the same shape (L* in [0, 100]). Values are clamped to
+    [0, 1] first, as in a stored image, so out-of-range pixels pass no gradient. Each
+    branch of the two piecewise curves (sRGB transfer, Lab ``f``) only ever sees inputs
+    of its own domain, so no NaN or inf can reach a gradient through ``torch.where``.
+    """
+    if not (isinstance(rgb, torch.Tensor) and rgb.is_floating_point()) or rgb.dim() < 3 \
+            or rgb.shape[-3] != 3:
+        raise ValueError(f"expected a float tensor (..., 3, H, W), got {getattr(rgb, 'shape', type(rgb))}")
+    c = rgb.clamp(0, 1)
+    lin = torch.where(c <= 0.04045, c / 12.92, ((c.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
+    m = torch.tensor(_RGB_TO_XYZ, dtype=c.dtype, device=c.device)
+    white = torch.tensor(D65_WHITE, dtype=c.dtype, device=c.device).view(3, 1, 1)
+    t = torch.einsum("ij,...jhw->...ihw", m, lin) / white
+    d3 = (6 / 29) ** 3
+    f = torch.where(t > d3, t.clamp_min(d3) ** (1 / 3), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
 
 
 def lab_to_srgb(lab) -> torch.Tensor:

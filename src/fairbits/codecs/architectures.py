@@ -3,7 +3,8 @@
 ``build_model(arch, N=..., M=...)`` returns an untrained ``CompressionModel``; the widths
 default to those of CompressAI's zoo at the given ``quality``. The generative
 (realism-oriented) architectures are added to :data:`ARCHITECTURES` by
-``fairbits.codecs.generative``.
+``fairbits.codecs.generative``, each with the discriminator it is trained against on
+its entry (:attr:`Architecture.discriminator`, built by :func:`build_discriminator`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class Architecture:
         kind: "learned" or "generative".
         autoregressive: serial context model (slow exact decoding).
         zoo_name: name in ``compressai.zoo.image_models``, or None if CompressAI has no weights.
+        discriminator: ``discriminator(N, M) -> nn.Module`` called as ``disc(x, y_hat) ->
+            logits (B, L)``, the adversary a generative architecture is trained against;
+            None for the others.
     """
 
     name: str
@@ -35,6 +39,7 @@ class Architecture:
     kind: str = "learned"
     autoregressive: bool = False
     zoo_name: str | None = None
+    discriminator: Callable[[int, int], nn.Module] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -93,3 +98,16 @@ def build_model(arch: str, N: int | None = None, M: int | None = None, quality: 
     a = architecture(name=arch)
     dN, dM = a.widths.get(quality, next(iter(a.widths.values())))
     return a.build(N or dN, M or dM)
+
+
+def build_discriminator(arch: str, N: int, M: int) -> nn.Module:
+    """The discriminator registered on ``arch``'s entry, for a model of widths ``(N, M)``.
+
+    Raises:
+        SpecError: ``arch`` is unknown or has no discriminator (not a generative architecture).
+    """
+    a = architecture(arch)
+    if a.discriminator is None:
+        gan = sorted(n for n, e in ARCHITECTURES.items() if e.discriminator is not None)
+        raise SpecError(f"no discriminator for architecture {arch!r}; generative ones: {', '.join(gan)}")
+    return a.discriminator(int(N), int(M))

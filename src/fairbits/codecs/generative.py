@@ -27,7 +27,8 @@ training mode the decoder gets ``round(y - mean) + mean`` with a straight-throug
 gradient (the same values it sees at test time) while the rate term still uses additive
 noise; in eval mode both are the rounded latent, as in CompressAI.
 
-Discriminators: ``build_discriminator(arch, N, M)`` returns a module called as
+Discriminators are registered on each architecture's entry
+(``Architecture.discriminator``); ``build_discriminator(arch, N, M)`` returns one, called as
 ``disc(x, y_hat) -> logits`` with ``x`` ``(B, 3, H, W)`` in [0, 1], ``y_hat``
 ``(B, M, H/16, W/16)`` and ``logits`` ``float32 (B, L)``: one real/fake logit per image
 patch (all scales concatenated), for use with any element-wise GAN loss.
@@ -44,7 +45,6 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from fairbits.codecs import architectures
-from fairbits.errors import SpecError
 
 GENERATIVE = ("hific", "mbt2018-mean-gan")
 
@@ -297,22 +297,20 @@ class MultiScaleDiscriminator(nn.Module):
 def build_discriminator(arch: str, N: int, M: int) -> nn.Module:
     """The discriminator used to train generative ``arch`` at widths ``(N, M)``.
 
-    Called as ``disc(x, y_hat) -> logits (B, L)``; base width is ``min(N, 64)``.
+    Called as ``disc(x, y_hat) -> logits (B, L)``; base width is ``min(N, 64)``. Reads the
+    architecture entry (:func:`fairbits.codecs.architectures.build_discriminator`).
     """
-    ch = min(int(N), 64)
-    if arch == "hific":
-        return ConditionalPatchDiscriminator(int(M), ch=ch)
-    if arch == "mbt2018-mean-gan":
-        return MultiScaleDiscriminator(ch=ch)
-    raise SpecError(f"no discriminator for architecture {arch!r}; generative ones: {', '.join(GENERATIVE)}")
+    return architectures.build_discriminator(arch, N, M)
 
 
 def _register() -> None:
     architectures._load()  # the CompressAI ones first, even when this module is imported first
     architectures.register_architecture(architectures.Architecture(
-        "hific", lambda N, M: HiFiC(N, M), dict(_WIDTHS), kind="generative"))
+        "hific", lambda N, M: HiFiC(N, M), dict(_WIDTHS), kind="generative",
+        discriminator=lambda N, M: ConditionalPatchDiscriminator(int(M), ch=min(int(N), 64))))
     architectures.register_architecture(architectures.Architecture(
-        "mbt2018-mean-gan", lambda N, M: MeanScaleGAN(N, M), dict(_WIDTHS), kind="generative"))
+        "mbt2018-mean-gan", lambda N, M: MeanScaleGAN(N, M), dict(_WIDTHS), kind="generative",
+        discriminator=lambda N, M: MultiScaleDiscriminator(ch=min(int(N), 64))))
 
 
 _register()
