@@ -36,6 +36,13 @@ def write_csv_dataset(root: Path, groups=("a", "b"), n_per_group: int = 6, size=
     return csv
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test downloads weights: FAIRBITS_OFFLINE=1 (tests of the download path unset it
+    and serve files from 127.0.0.1)."""
+    monkeypatch.setenv("FAIRBITS_OFFLINE", "1")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread: tiny models gain nothing from threads and lose a lot on a busy machine."""

@@ -49,7 +49,7 @@ def run(dataset, phenotype_model, tmp_path_factory):
         "codecs": [{"name": "jpeg", "quality": [5, 60]}],
         "measures": ["psnr", "skin_tone", "landmarks", "identity", "attributes", "phenotype"],
         "phenotype_models": [str(phenotype_model)],
-        "n_boot": 100, "n_perm": 100,
+        "n_boot": 100, "n_perm": 100, "min_group_n": 2,
     })
     out = tmp_path_factory.mktemp("run") / "run"
     run_audit(spec, out, progress=False)
@@ -96,7 +96,7 @@ def test_resume_reuses_the_face_analyses(run, dataset, phenotype_model):
         "codecs": [{"name": "jpeg", "quality": [5, 60, 30]}],
         "measures": ["psnr", "skin_tone", "landmarks", "identity", "attributes", "phenotype"],
         "phenotype_models": [str(phenotype_model)],
-        "n_boot": 100, "n_perm": 100,
+        "n_boot": 100, "n_perm": 100, "min_group_n": 2,
     })
     run_audit(spec, run, progress=False, report=False)
     assert sorted((run / "faces").glob("part-*.parquet")) == parts

@@ -46,7 +46,7 @@ def test_builtin_checkpoint_fast_and_exact(tmp_path):
     ([{"name": "jpeg", "checkpoint": ["x.pt"]}], "takes `quality`"),
     ([{"name": "bmshj2018-hyperprior", "checkpoint": ["nope.pt"]}], "checkpoint file not found"),
     ([{"name": "bmshj2018-hyperprior", "checkpoint": ["phantom-l9"]}], "unknown setting"),
-    ([{"name": "bmshj2018-hyperprior", "quality": [1]}], "cannot be downloaded"),
+    ([{"name": "bmshj2018-hyperprior", "quality": [1]}], "downloads are off"),
 ])
 def test_learned_spec_errors(tmp_path, codecs, message):
     csv = write_csv_dataset(tmp_path / "d", n_per_group=1)

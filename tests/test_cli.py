@@ -78,7 +78,9 @@ def test_small_demo(tmp_path):
     assert (report.parent / "realism.csv").is_file()
     for col in ("delta_ita", "identity_cos", "identity_nonmatch", "skin_group_flip", "hair_type_flip"):
         assert (bias.measure == col).any(), col
-    assert (report.parent / "attribution.csv").is_file()
+    # two faces per group: reported, but below min_group_n, so no gaps and no attribution
+    assert bias["gap"].isna().all() and bias["note"].notna().all()
+    assert not (report.parent / "attribution.csv").exists()
     assert 'id="phenotype"' in report.read_text()
     fairgen = tmp_path / "demo" / "fairgen"
     assert (fairgen / "study" / "study.json").is_file() and (fairgen / "pairs-run" / "paired.csv").is_file()

@@ -429,6 +429,9 @@ def test_cli_round_trip(cli, tmp_path, hair_model, gen):
 
     r = cli("sample", "--sampler", tmp_path / "s.npz", "--n", 12, "--target", "0.25,0.25,0.25,0.25",
             "--out", tmp_path / "samples")
+    assert r.exit_code == 2 and "never imports code" in r.output     # a file never names code to run
+    r = cli("sample", "--sampler", tmp_path / "s.npz", "--generator", entry, "--n", 12,
+            "--target", "0.25,0.25,0.25,0.25", "--out", tmp_path / "samples")
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "samples").glob("*.png"))) == 12
     codes = np.load(tmp_path / "samples" / "latents.npy")
@@ -442,7 +445,8 @@ def test_cli_round_trip(cli, tmp_path, hair_model, gen):
     train.mkdir()
     for i, img in enumerate(gen.synthesize(gen.sample_latents(120, seed=5))):
         Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(train / f"{i:03d}.png")
-    r = cli("study", "--sampler", tmp_path / "s.npz", "--n", 200, "--train", train, "--out", tmp_path / "study")
+    r = cli("study", "--sampler", tmp_path / "s.npz", "--generator", entry, "--n", 200, "--train", train,
+            "--out", tmp_path / "study")
     assert r.exit_code == 0, r.output
     study = json.loads((tmp_path / "study" / "study.json").read_text())
     fair = np.array(list(study["sources"]["fairgen"]["proportions"].values()))
@@ -451,8 +455,8 @@ def test_cli_round_trip(cli, tmp_path, hair_model, gen):
     assert study["attributes"] == NAMES and study["training"]["n"] == 120
     assert plain[3] > 0.45 and np.abs(fair - 0.25).max() < 0.08
 
-    r = cli("export", "--sampler", tmp_path / "s.npz", "--balanced", 24, "--counterfactual", "dark_hair",
-            "--pairs", 6, "--out", tmp_path / "sets")
+    r = cli("export", "--sampler", tmp_path / "s.npz", "--generator", entry, "--balanced", 24,
+            "--counterfactual", "dark_hair", "--pairs", 6, "--out", tmp_path / "sets")
     assert r.exit_code == 0, r.output
     bal = pd.read_csv(tmp_path / "sets" / "balanced" / "labels.csv")
     cf = pd.read_csv(tmp_path / "sets" / "counterfactual-dark_hair" / "labels.csv")
@@ -468,12 +472,15 @@ def test_cli_errors_exit_2(cli, tmp_path, fitted):
     r = cli("fit", "--generator", "nocolon", "--scorer", "ita", "--out", tmp_path / "s.npz")
     assert r.exit_code == 2 and "module:function" in r.output
     sampler, _ = fitted
-    save_sampler(sampler, tmp_path / "f.npz", meta={"generator": f"{__name__}:make_generator"})
-    r = cli("sample", "--sampler", tmp_path / "f.npz", "--target", "0.5,0.5", "--out", tmp_path / "o")
+    entry = f"{__name__}:make_generator"
+    save_sampler(sampler, tmp_path / "f.npz", meta={"generator": entry})
+    r = cli("sample", "--sampler", tmp_path / "f.npz", "--generator", entry, "--target", "0.5,0.5",
+            "--out", tmp_path / "o")
     assert r.exit_code == 2 and "expected 4" in r.output
     r = cli("export", "--sampler", tmp_path / "f.npz", "--out", tmp_path / "o")
     assert r.exit_code == 2 and "nothing to export" in r.output
-    r = cli("export", "--sampler", tmp_path / "f.npz", "--balanced", 8, "--out", tmp_path / "o")
+    r = cli("export", "--sampler", tmp_path / "f.npz", "--generator", entry, "--balanced", 8,
+            "--out", tmp_path / "o")
     assert r.exit_code == 2 and "custom scorer" in r.output
     r = cli("sample", "--sampler", tmp_path / "nope.npz", "--out", tmp_path / "o")
     assert r.exit_code == 2 and "not found" in r.output

@@ -14,6 +14,7 @@ from PIL import Image
 
 from fairbits.data.manifest import MANIFEST_COLUMNS, build_manifest, read_manifest_file, write_manifest
 from fairbits.data.readers import (
+    LANDMARK_COLUMNS,
     PHENOTYPE_COLUMNS,
     READERS,
     normalise_phenotype_columns,
@@ -490,3 +491,236 @@ def test_csv_uses_an_image_id_column_when_present(tmp_path):
     pd.DataFrame({"path": ["a.png"], "image_id": ["face-7"], "grp": ["x"]}).to_csv(tmp_path / "l.csv", index=False)
     df = read_csv(tmp_path / "l.csv")
     assert list(df["image_id"]) == ["face-7"] and "grp" in df.columns
+
+
+# ================================================================ published layouts (issue 12)
+# Fixtures are built by tests/published_layouts.py in each dataset's published layout;
+# docs/datasets.md says where each detail of those layouts comes from.
+
+from published_layouts import (FAIRFACE_FOLDERS, random_published_rows, write_celeba,  # noqa: E402
+                               write_fairface, write_rfw, write_rfw_landmarks, write_rfw_metadata,
+                               write_utkface)
+
+RFW_IDS = {"African": ["m.011y5k", "m.01257s"], "Asian": ["m.0288zrm"], "Caucasian": ["m.03c"],
+           "Indian": ["m.0_4pw", "m.0vshsz9"]}
+EYELID_OF = {"narrow": "monolid", "normal": "other"}
+
+
+def test_rfw_published_identity_labels(tmp_path: Path):
+    root = write_rfw(tmp_path / "rfw", RFW_IDS, per_identity=3)
+    rows = random_published_rows(RFW_IDS, seed=3)
+    labelled = [r for r in rows if r["Class_ID"] != "Indian/m.0vshsz9"]        # an identity without labels
+    labelled.append({**labelled[0], "Class_ID": "Asian/m.0gone"})             # labels without images
+    labelled[1]["haircolor"] = " Black "                                       # case and spaces ignored
+    write_rfw_metadata(root / "RFW_metadata_FDA.csv", labelled)
+    df = read_rfw(root, phenotypes="RFW_metadata_FDA.csv")
+    assert len(df) == 6 * 3 and set(PHENOTYPE_COLUMNS) <= set(df.columns)
+    assert df["skin_type"].dtype == "Int64"
+    for rec in df.to_dict("records"):
+        ident = f"{rec['race']}/{rec['identity']}"
+        assert rec["image_id"].startswith(ident + "/" + rec["identity"] + "_000")
+        src = next((r for r in labelled if r["Class_ID"] == ident), None)
+        if src is None:
+            assert all(pd.isna(rec[c]) for c in PHENOTYPE_COLUMNS)
+            continue
+        assert rec["skin_type"] == int(src["skintype"].removeprefix("type"))
+        assert rec["eyelid"] == EYELID_OF[src["eye"]]
+        assert (rec["nose"], rec["lips"], rec["hair_type"]) == (src["nose"], src["lips"], src["hairtype"])
+        assert rec["hair_colour"] == src["haircolor"].strip().lower()
+    assert df.attrs["phenotype_form"] == "identity"
+    assert df.attrs["identities_without_images"] == 1 == df.attrs["unmatched_phenotypes"]
+    assert df.attrs["identities_without_images_examples"] == ["Asian/m.0gone"]
+    assert df.attrs["images_without_phenotypes"] == 3
+    assert df.attrs["phenotype_columns_ignored"] == ["Unnamed: 0"]
+    # the manifest keeps the notes
+    m = build_manifest("rfw", root, options={"phenotypes": "RFW_metadata_FDA.csv"}, checksums=False)
+    assert m.attrs["identities_without_images"] == 1 and len(m) == 18
+
+
+@pytest.mark.parametrize("column, value, allowed", [
+    ("skintype", "type7", "1-6"), ("skintype", "dark", "1-6"), ("eye", "monolids", "['narrow', 'normal']"),
+    ("lips", "medium", "['big', 'small']"), ("hairtype", "afro", "['bald', 'curly', 'straight', 'wavy']"),
+    ("haircolor", "purple", "['black', 'blonde', 'brown', 'gray', 'red']"), ("nose", "long", "['wide', 'narrow']"),
+])
+def test_rfw_published_unknown_value_names_row_and_allowed(tmp_path: Path, column, value, allowed):
+    root = write_rfw(tmp_path, RFW_IDS, per_identity=1)
+    rows = random_published_rows(RFW_IDS)
+    rows[2][column] = value
+    write_rfw_metadata(root / "fda.csv", rows)
+    with pytest.raises(DatasetError) as err:
+        read_rfw(root, phenotypes="fda.csv")
+    msg = str(err.value)
+    assert "row 4 of" in msg and rows[2]["Class_ID"] in msg and repr(value) in msg and allowed in msg
+
+
+def test_rfw_published_bad_class_id_and_repeats(tmp_path: Path):
+    root = write_rfw(tmp_path, RFW_IDS, per_identity=1)
+    rows = random_published_rows(RFW_IDS)
+    for bad in ("Martian/m.1", "m.011y5k", "African/m.1/x"):
+        write_rfw_metadata(root / "fda.csv", rows[:1] + [{**rows[1], "Class_ID": bad}])
+        with pytest.raises(DatasetError, match=r"row 3 of .*<Race>/<identity>"):
+            read_rfw(root, phenotypes="fda.csv")
+    write_rfw_metadata(root / "fda.csv", rows + [dict(rows[0])])
+    with pytest.raises(DatasetError, match=rf"row {len(rows) + 2} .*already labelled in row 2"):
+        read_rfw(root, phenotypes="fda.csv")
+    write_rfw_metadata(root / "fda.csv", rows)
+    text = (root / "fda.csv").read_text().replace(",eye,", ",eyes_colour,", 1)
+    (root / "fda.csv").write_text(text)
+    with pytest.raises(DatasetError, match="no 'eye' column"):
+        read_rfw(root, phenotypes="fda.csv")
+
+
+def test_rfw_per_image_form_accepts_published_values(rfw_root: Path):
+    # the per-image form with the published spellings: skintype typeN, eye narrow/normal
+    pd.DataFrame({"image": ["African/m.01a/m.01a_0001.jpg", "m.02b_0002.jpg"], "skintype": ["type6", "type2"],
+                  "eye": ["narrow", "normal"]}).to_csv(rfw_root / "per_image.csv", index=False)
+    df = read_rfw(rfw_root, phenotypes="per_image.csv").set_index("image_id")
+    assert df.loc["African/m.01a/m.01a_0001", "skin_type"] == 6 and df.loc["Asian/m.02b/m.02b_0002", "skin_type"] == 2
+    assert df.loc["African/m.01a/m.01a_0001", "eyelid"] == "monolid"
+    assert df.loc["Asian/m.02b/m.02b_0002", "eyelid"] == "other"
+    assert df.attrs["phenotype_form"] == "image" and df.attrs["images_without_phenotypes"] == 6
+
+
+def test_rfw_released_layout_with_landmarks(tmp_path: Path):
+    test = tmp_path / "test"
+    write_rfw(test / "data", {"African": ["m.0c7mh2"], "Asian": ["m.0a1"]}, per_identity=2)
+    rng = np.random.default_rng(0)
+    pts = {("m.0c7mh2", "m.0c7mh2_0001.jpg"): rng.uniform(100, 300, 10).round(3).tolist(),
+           ("m.0c7mh2", "m.0c7mh2_0002.jpg"): rng.uniform(100, 300, 10).round(3).tolist(),
+           ("m.0gone", "m.0gone_0001.jpg"): rng.uniform(100, 300, 10).round(3).tolist()}
+    write_rfw_landmarks(test / "txts", "African", pts)      # no Asian landmark file
+    df = read_rfw(test)
+    assert sorted(df["image_id"]) == ["African/m.0c7mh2/m.0c7mh2_0001", "African/m.0c7mh2/m.0c7mh2_0002",
+                                      "Asian/m.0a1/m.0a1_0001", "Asian/m.0a1/m.0a1_0002"]
+    assert list(df.columns) == ["image_id", "path", "race", "identity", *LANDMARK_COLUMNS]
+    row = df.set_index("image_id").loc["African/m.0c7mh2/m.0c7mh2_0002"]
+    np.testing.assert_allclose(row[list(LANDMARK_COLUMNS)].to_numpy(float), pts[("m.0c7mh2", "m.0c7mh2_0002.jpg")])
+    assert LANDMARK_COLUMNS[:2] == ("lmk_left_eye_x", "lmk_left_eye_y")
+    assert df[df["race"] == "Asian"][list(LANDMARK_COLUMNS)].isna().all().all()
+    assert df.attrs["images_without_landmarks"] == 2 and df.attrs["landmarks_without_images"] == 1
+    assert list(read_rfw(test, landmarks=False).columns) == ["image_id", "path", "race", "identity"]
+    assert read_rfw(test / "data").attrs["images_without_landmarks"] == 2   # root = test/data finds ../txts
+    # a broken line is named
+    f = test / "txts" / "African" / "African_lmk.txt"
+    f.write_text(f.read_text() + "./test/data/African/m.x/m.x_0001.jpg\t0\t1\t2\n")
+    with pytest.raises(DatasetError, match=r"line 4 of .*African_lmk.txt"):
+        read_rfw(test)
+
+
+def test_rfw_without_landmark_files_has_no_landmark_columns(tmp_path: Path):
+    root = write_rfw(tmp_path, {"Indian": ["m.1"]}, per_identity=1)
+    df = read_rfw(root)
+    assert list(df.columns) == ["image_id", "path", "race", "identity"] and "landmark_files" not in df.attrs
+
+
+# ---------------------------------------------------------------- FairFace as published
+
+
+def test_fairface_padding_variants(tmp_path: Path):
+    rows = write_fairface(tmp_path, {"train": 4, "val": 3})
+    with pytest.raises(DatasetError, match="padding: 0.25 or padding: 1.25"):
+        read_fairface(tmp_path)
+    small = read_fairface(tmp_path, padding=0.25)
+    large = read_fairface(tmp_path, split="val", padding=1.25)
+    assert small["image_id"].tolist() == large["image_id"].tolist() == ["val/1", "val/2", "val/3"]
+    assert all(f"/{FAIRFACE_FOLDERS[0.25]}/val/" in p for p in small["path"])
+    assert [Image.open(p).size for p in large["path"]] == [(16, 16)] * 3
+    assert large.attrs["padding"] == 1.25 and large.attrs["image_dir"] == FAIRFACE_FOLDERS[1.25]
+    assert small["age"].tolist() == [r["age"] for r in rows["val"]]
+    assert small["race"].tolist() == [r["race"] for r in rows["val"]]
+    assert small["service_test"].tolist() == [r["service_test"] == "True" for r in rows["val"]]
+    assert small["service_test"].dtype == bool
+    train = read_fairface(tmp_path, split="train", image_dir=FAIRFACE_FOLDERS[1.25])
+    assert len(train) == 4 and train.attrs["padding"] == 1.25
+    with pytest.raises(DatasetError, match="0.25 or 1.25"):
+        read_fairface(tmp_path, padding=0.5)
+    assert len(build_manifest("fairface", tmp_path, split="train", options={"padding": 0.25}, checksums=False)) == 4
+
+
+def test_fairface_single_variant_nested_and_missing(tmp_path: Path):
+    write_fairface(tmp_path / "one", {"val": 2}, paddings=(1.25,), nested=True)
+    df = read_fairface(tmp_path / "one")      # the one variant present, unzipped into a same-named folder
+    assert df.attrs["padding"] == 1.25 and all(Path(p).is_file() for p in df["path"])
+    write_fairface(tmp_path / "none", {"val": 2}, paddings=())
+    with pytest.raises(DatasetError, match="no image folder"):
+        read_fairface(tmp_path / "none")
+
+
+# ---------------------------------------------------------------- UTKFace as published
+
+
+def test_utkface_aligned_and_wild_parts(tmp_path: Path):
+    aligned = ["25_0_2_20170116174525125", "39_1_20170116174525125", "3_1_4_20161219140623097"]
+    wild = {"part1": ["25_0_2_20170116174525125", "80_1_0_20170110"], "part2": ["1_0_3_20170109142408075"]}
+    write_utkface(tmp_path, aligned, wild)
+    with pytest.raises(DatasetError, match=r"part: aligned \| wild"):
+        read_utkface(tmp_path)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        a = read_utkface(tmp_path, part="aligned")
+    assert a["image_id"].tolist() == ["UTKFace/25_0_2_20170116174525125", "UTKFace/3_1_4_20161219140623097"]
+    assert a.attrs["skipped"][0][0] == "UTKFace/39_1_20170116174525125.jpg.chip.jpg"
+    assert "4 fields" in a.attrs["skipped"][0][1]
+    w = read_utkface(tmp_path, part="wild")
+    assert w["image_id"].tolist() == ["part1/25_0_2_20170116174525125", "part1/80_1_0_20170110",
+                                      "part2/1_0_3_20170109142408075"]
+    assert w["race"].tolist() == ["Asian", "White", "Indian"] and w["age"].tolist() == [25, 80, 1]
+    with pytest.warns(UserWarning):
+        only_aligned = read_utkface(tmp_path / "UTKFace")   # the aligned folder itself as root
+    assert only_aligned["image_id"].tolist() == ["25_0_2_20170116174525125", "3_1_4_20161219140623097"]
+    with pytest.raises(DatasetError, match="part must be one of"):
+        read_utkface(tmp_path, part="parts")
+
+
+# ---------------------------------------------------------------- CelebA as published
+
+
+@pytest.mark.parametrize("drive_layout", [False, True])
+def test_celeba_published_files(tmp_path: Path, drive_layout: bool):
+    rng = np.random.default_rng(1)
+    values = rng.choice([-1, 1], size=(6, 40))
+    names = write_celeba(tmp_path, CELEBA_ATTRS, values, [0, 0, 1, 1, 2, 2], identities=[7, 7, 3, 9, 3, 12],
+                         drive_layout=drive_layout)
+    every = read_celeba(tmp_path, split="all")
+    assert every["image_id"].tolist() == [n[:-4] for n in names]
+    assert every["identity"].tolist() == [7, 7, 3, 9, 3, 12]
+    assert (every[CELEBA_ATTRS].to_numpy() == (values == 1)).all()
+    assert all(Path(p).is_file() for p in every["path"])
+    assert read_celeba(tmp_path)["image_id"].tolist() == ["000005", "000006"]
+
+
+# ---------------------------------------------------------------- ids of files differing only by suffix (issue 9)
+
+
+def test_folder_gives_distinct_ids_to_same_stem(tmp_path: Path):
+    _image(tmp_path / "g" / "x.jpg", 1)
+    _image(tmp_path / "g" / "x.png", 2)
+    _image(tmp_path / "g" / "y.png", 3)
+    _image(tmp_path / "h" / "x.png", 4)       # same stem in another folder: no clash
+    with pytest.warns(UserWarning, match="differ from another only by their suffix"):
+        df = read_folder(tmp_path)
+    assert sorted(df["image_id"]) == ["g/x.jpg", "g/x.png", "g/y", "h/x"]
+    assert df.attrs["id_clashes"] == ["g/x.jpg", "g/x.png"]
+    with pytest.warns(UserWarning):
+        m = build_manifest("folder", tmp_path)      # refused before: "duplicated image_id"
+    ids = dict(zip(m["image_id"], m["checksum"]))
+    assert ids["g/x.jpg"] == _sha(tmp_path / "g" / "x.jpg") and ids["g/x.png"] == _sha(tmp_path / "g" / "x.png")
+    assert m.attrs["id_clashes"] == ["g/x.jpg", "g/x.png"]
+
+
+def test_other_readers_give_distinct_ids_to_same_stem(tmp_path: Path):
+    _image(tmp_path / "c" / "a.jpg")
+    _image(tmp_path / "c" / "a.png", 5)
+    pd.DataFrame({"path": ["a.jpg", "a.png"], "g": [1, 2]}).to_csv(tmp_path / "c" / "l.csv", index=False)
+    with pytest.warns(UserWarning):
+        assert read_csv(tmp_path / "c" / "l.csv")["image_id"].tolist() == ["a.jpg", "a.png"]
+    pd.DataFrame({"path": ["a.jpg", "a.jpg"], "g": [1, 2]}).to_csv(tmp_path / "c" / "twice.csv", index=False)
+    with pytest.raises(DatasetError, match="duplicated image_id"):    # one file listed twice stays an error
+        build_manifest("csv", tmp_path / "c" / "twice.csv")
+    root = write_rfw(tmp_path / "rfw", {"Asian": ["m.1"]}, per_identity=1)
+    _image(root / "Asian" / "m.1" / "m.1_0001.png", 9)
+    with pytest.warns(UserWarning):
+        assert sorted(read_rfw(root)["image_id"]) == ["Asian/m.1/m.1_0001.jpg", "Asian/m.1/m.1_0001.png"]
+    _image(tmp_path / "utk" / "25_0_2_2017.jpg")
+    _image(tmp_path / "utk" / "25_0_2_2017.jpg.chip.jpg", 3)
+    with pytest.warns(UserWarning):
+        assert sorted(read_utkface(tmp_path / "utk")["image_id"]) == ["25_0_2_2017.jpg", "25_0_2_2017.jpg.chip.jpg"]

@@ -77,9 +77,11 @@ def test_report_written_with_sections(report):
 
 def test_figures_embedded_and_written(report):
     run_dir, _, text = report
-    assert text.count('<img src="data:image/png;base64,') >= 1 + 3 * 2 + 4
+    # composition + rate-distortion (3 measures x 2 attributes) + a gap figure per measure;
+    # bpp is descriptive (the rate each group gets), so it has no gap figure
+    assert text.count('<img src="data:image/png;base64,') >= 1 + 3 * 2 + 3
     pngs = sorted((run_dir / "figures").glob("*.png"))
-    assert len(pngs) >= 11
+    assert len(pngs) >= 10 and not (run_dir / "figures" / "gap_bpp.png").exists()
     for p in pngs:
         assert p.read_bytes()[:8] == PNG_MAGIC
     assert "http://" not in text.replace("http://www.w3.org", "") and "<script" not in text
@@ -113,3 +115,40 @@ def test_write_report_reads_run_dir(tmp_path, monkeypatch):
     path = report_html.write_report(tmp_path)
     assert path.is_file() and (tmp_path / "bias.csv").is_file()
     assert "&lt;script&gt;" in path.read_text(encoding="utf-8")
+
+
+def test_headline_is_findings_and_descriptions_are_not_ranked(tmp_path):
+    """The planted table of test_findings: the headline lists degradations and drifts with
+    q < 0.05 from findings.csv, psnr first; ita_orig (descriptive) only in its own section."""
+    from test_findings import MEASURES, planted
+
+    from fairbits.bias.findings import read_findings
+
+    results = planted()
+    info = {"name": "planted", "groups": ["skin"], "measures": MEASURES, "seed": 0, "n_boot": 100, "n_perm": 199,
+            "cells": []}
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    text = render_report(tmp_path, results, pd.DataFrame(), info).read_text(encoding="utf-8")
+    findings = read_findings(tmp_path)
+    assert findings is not None and findings.iloc[0].measure == "psnr"
+    headline = text.split("<h2>Largest significant gaps</h2>", 1)[1].split("<details>", 1)[0]
+    rows = headline.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr>")[1:]
+    assert len(rows) == int(findings.significant.sum()) >= 12
+    assert rows[0].startswith("<td>psnr</td><td>degradation</td>")
+    assert "ita_orig" not in headline and "delta_ita" in headline and "dark (" in headline
+    assert "Benjamini–Hochberg" in headline
+    descriptive = text.split("<h2>Dataset and reconstructions</h2>", 1)[1].split("</section>", 1)[0]
+    assert "ita_orig" in descriptive and "(originals)" in descriptive
+    assert "q &lt; 0.05" in text.split("<h2>How to read this report</h2>", 1)[1]
+
+
+def test_descriptive_column_without_rows_is_skipped(tmp_path):
+    from test_findings import MEASURES, planted
+
+    results = planted(cells=(("jpeg", "q10"),)).assign(ita_orig=np.nan)  # e.g. no face found anywhere
+    info = {"name": "no faces", "groups": ["skin"], "measures": MEASURES, "seed": 0, "n_boot": 100,
+            "n_perm": 100, "cells": []}
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    text = render_report(tmp_path, results, pd.DataFrame(), info).read_text(encoding="utf-8")
+    descriptive = text.split("<h2>Dataset and reconstructions</h2>", 1)[1].split("</section>", 1)[0]
+    assert "ita_orig" not in descriptive and "bpp" in descriptive

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,11 @@ def _fail(e: FairbitsError) -> None:
     raise typer.Exit(2)
 
 
+def _set_offline(offline: bool) -> None:
+    if offline:
+        os.environ["FAIRBITS_OFFLINE"] = "1"
+
+
 _show_warning = warnings.showwarning
 
 
@@ -41,11 +47,13 @@ warnings.showwarning = _print_warning
 def audit(spec: Path = typer.Argument(..., help="the audit spec (YAML)"),
           out: Path = typer.Option(..., "--out", "-o", help="run directory (created or resumed)"),
           report: bool = typer.Option(True, help="write statistics and the HTML report at the end"),
-          progress: bool = typer.Option(True, help="show a progress bar")):
+          progress: bool = typer.Option(True, help="show a progress bar"),
+          offline: bool = typer.Option(False, "--offline", help="never download weights (same as FAIRBITS_OFFLINE=1)")):
     """Run (or resume) an audit described by SPEC into OUT."""
     from fairbits.audit.runner import run_audit
     from fairbits.spec import load_spec
 
+    _set_offline(offline)
     try:
         run_dir = run_audit(load_spec(spec), out, progress=progress, report=report)
     except FairbitsError as e:
@@ -84,8 +92,9 @@ def phantom(n: int = typer.Option(240, "--n", help="number of faces"),
 
 
 @app.command()
-def codecs():
+def codecs(offline: bool = typer.Option(False, "--offline", help="never download weights")):
     """List every registered codec: name, kind, and whether it can run here."""
+    _set_offline(offline)
     from fairbits.codecs.base import available_codecs, get_codec
     from fairbits.codecs.checkpoints import learned_settings_summary
 

@@ -11,7 +11,10 @@ The main CLI calls :func:`register` to add the sub-app. Typical session::
 ``--generator`` is ``builtin`` (the small phantom-face VAE) or ``module:function``, a
 Python callable returning a generator (``latent_dim``, ``w_dim``, ``image_size``,
 ``sample_latents``, ``mapping``, ``synthesize``). ``fit`` stores the generator and the
-scorer specs in the sampler file, so the later commands need only ``--sampler``.
+scorer specs in the sampler file. The later commands reuse a stored ``builtin`` and the
+stored built-in scorer specs, but never import code a file names: a sampler fitted with
+``module:function`` needs ``--generator module:function`` again on the command line
+(a sampler file is data, and may come from anyone).
 A :class:`~fairbits.errors.FairbitsError` is printed and ends the command with exit
 status 2.
 """
@@ -73,14 +76,34 @@ def _scorers(specs: list[str]):
     return [get_scorer(s) for s in specs]
 
 
+def stored_generator(sampler, sampler_path) -> str:
+    """The generator a sampler file records, if it may be used without the command line.
+
+    Only a built-in key (:data:`BUILTIN`) is taken from a file: any other value would
+    make fairbits import and call code named by data, so it must be given again with
+    ``--generator``.
+
+    Raises:
+        SpecError: the file records no generator, or one that is not built in.
+    """
+    meta = getattr(sampler, "meta_", None)
+    stored = meta.get("generator") if isinstance(meta, dict) else None
+    if stored == BUILTIN:
+        return BUILTIN
+    if not stored:
+        raise SpecError(f"{sampler_path} records no generator; give --generator builtin or --generator module:function")
+    shown = stored if isinstance(stored, str) and len(stored) <= 200 else f"{str(stored)[:200]}..."
+    raise SpecError(f"{sampler_path} was fitted with the generator {shown!r}; fairbits never imports code "
+                    f"named in a data file: if you trust that code, pass --generator module:function "
+                    f"on the command line")
+
+
 def _session(sampler_path: Path, generator: Optional[str], scorer: Optional[list[str]]):
     """``(sampler, generator, scorers or None)``: options override what ``fit`` stored."""
     from fairbits.generative.export import load_sampler
 
     sampler = load_sampler(sampler_path)
-    gen_spec = generator or sampler.meta_.get("generator")
-    if not gen_spec:
-        raise SpecError(f"{sampler_path} records no generator; give --generator")
+    gen_spec = generator or stored_generator(sampler, sampler_path)
     specs = scorer or [s for s in sampler.scorer_specs_ if s]
     if scorer is None and len(specs) != len(sampler.scorer_specs_):
         specs = []          # a custom scorer was used in fit: only --scorer can replace it
@@ -126,7 +149,8 @@ def sample_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="folder for the PNGs and latents.npy"),
     n: int = typer.Option(64, "--n", help="images to draw"),
     target: str = typer.Option("uniform", help="uniform, or 2^k comma-separated proportions in subgroup order"),
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="default: the one used in fit"),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g",
+                                            help="default: builtin when fit used it (other generators: repeat it)"),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(64, "--batch-size"),
 ):
@@ -162,7 +186,8 @@ def sample_cmd(
 def study_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="folder for study.csv, study.png, study.json"),
     sampler: Optional[Path] = typer.Option(None, "--sampler", help="fitted sampler (else one is fitted, --n-fit)"),
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="default: the sampler's, else builtin"),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g",
+                                            help="default: builtin (a sampler's own only when built in)"),
     scorer: Optional[list[str]] = typer.Option(None, "--scorer", "-s", help="default: the sampler's scorers"),
     train: Optional[Path] = typer.Option(None, "--train",
                                          help="training images: folder, labels CSV (column path) or dataset YAML"),
@@ -208,7 +233,8 @@ def export_cmd(
     counterfactual: Optional[str] = typer.Option(None, "--counterfactual", help="attribute to flip in pairs"),
     pairs: int = typer.Option(100, "--pairs", help="counterfactual pairs"),
     distance: Optional[float] = typer.Option(None, help="counterfactual distance, latent units (default 1 σ)"),
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="default: the one used in fit"),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g",
+                                            help="default: builtin when fit used it (other generators: repeat it)"),
     scorer: Optional[list[str]] = typer.Option(None, "--scorer", "-s", help="default: the sampler's scorers"),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -244,4 +270,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(fairgen_app, name="fairgen")
 
 
-__all__ = ["fairgen_app", "load_generator", "register"]
+__all__ = ["fairgen_app", "load_generator", "register", "stored_generator"]

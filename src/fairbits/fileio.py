@@ -56,13 +56,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def read_npz(path: str | Path, fmt: str, what: str, hint: str = "") -> dict:
+NPZ_MAX_BYTES = 2 << 30  # 2 GiB unpacked: far above any fairbits model or sampler file
+
+
+def read_npz(path: str | Path, fmt: str, what: str, hint: str = "", max_bytes: int = NPZ_MAX_BYTES) -> dict:
     """The arrays of a fairbits ``.npz`` file whose ``format`` entry is ``fmt``; never unpickles.
 
+    A file whose members would unpack to more than ``max_bytes`` in all is refused before
+    anything is decompressed (a small compressed file can expand to gigabytes).
+
     Raises:
-        FairbitsError: the file is missing (``hint`` says how to make one), unreadable, or
-            of another format. ``what`` names the file's kind in messages.
+        FairbitsError: the file is missing (``hint`` says how to make one), unreadable,
+            too large unpacked, or of another format. ``what`` names the file's kind in messages.
     """
+    import zipfile
+
     from fairbits.errors import FairbitsError
 
     p = Path(path)
@@ -71,9 +79,14 @@ def read_npz(path: str | Path, fmt: str, what: str, hint: str = "") -> dict:
     try:
         import numpy as np
 
+        with zipfile.ZipFile(p) as zf:
+            unpacked = sum(i.file_size for i in zf.infolist())
+        if unpacked > max_bytes:
+            raise FairbitsError(f"{p} would unpack to {unpacked / 2**30:.1f} GiB (limit "
+                                f"{max_bytes / 2**30:.0f} GiB); it is not a {what} fairbits wrote")
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise FairbitsError(f"{p} is not a {what} (.npz): {e}") from None
     if "format" not in arrays or str(arrays["format"]) != fmt:
         raise FairbitsError(f"{p} is not a {fmt} file")

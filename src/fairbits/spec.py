@@ -20,21 +20,64 @@ See ``examples/audit.yaml`` for every option with comments.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from PIL import Image
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
+from fairbits.data.images import AUDIT_MAX_PIXELS, GIB_PER_MEGAPIXEL, MAX_SIZE, MIN_SIDE
 from fairbits.errors import SpecError
 
 _STRICT = ConfigDict(extra="forbid")
+# The largest dataset.max_pixels: Pillow's own decompression-bomb threshold.
+MAX_PIXELS_LIMIT = Image.MAX_IMAGE_PIXELS
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps"
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+def _not_bool(v):
+    """YAML ``true``/``false`` are not numbers: refuse them where a number goes."""
+    if isinstance(v, bool):
+        raise ValueError("expected a number, got a boolean (true/false)")
+    return v
+
+
+# A float that refuses booleans (ints such as ``1`` are still accepted as 1.0).
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 class DatasetSpec(BaseModel):
     """Where the images and labels are, and which of them to use.
 
-    Keys other than the ones below are passed to the reader (e.g. ``path_column``).
+    Keys other than the ones below are passed to the reader (e.g. ``path_column``);
+    the reader's signature checks their names and types.
+
+    Image size and memory (:func:`fairbits.data.images.load_original`):
+
+    * ``size`` (optional, :data:`~fairbits.data.images.MIN_SIDE` to
+      :data:`~fairbits.data.images.MAX_SIZE` = 4096): every original is resized and
+      centre-cropped to ``size x size``. Large originals (up to
+      ``max(max_pixels, 40 MP)``) are decoded at a reduced scale first, so their cost
+      is a few bytes per pixel of the file.
+    * ``max_pixels`` (default :data:`~fairbits.data.images.AUDIT_MAX_PIXELS` =
+      2048 x 2048 = 4,194,304; at most Pillow's decompression-bomb threshold,
+      89,478,485): the most pixels of an image the measures see. Without ``size`` an
+      original with more pixels becomes an error row; with ``size``, ``size**2`` must
+      not exceed it.
+    * Worst-case memory per worker: the pixel measures (PSNR, SSIM, MS-SSIM,
+      CIEDE2000) add about :data:`~fairbits.data.images.GIB_PER_MEGAPIXEL` = 0.35 GiB
+      per megapixel of each image measured on CPU, on top of about 0.9 GiB for the
+      process. One image at the default limit: about 2.4 GiB in all (measured
+      2.3 GiB); on CPU the runner measures up to 4 images of one size together, and
+      four 2048 x 2048 images peaked at 6.1 GiB. ``size: 4096`` (with ``max_pixels``
+      raised to 16,777,216) needs about 5.9 GiB per image. With ``size``, decoding a
+      large original adds little: a 38-megapixel PNG took 0.15 GiB, a JPEG 0.01 GiB.
+    * Images whose short side is below :data:`~fairbits.data.images.MIN_SIDE` = 33
+      pixels (after ``size``) become error rows: MS-SSIM is undefined there.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -42,10 +85,21 @@ class DatasetSpec(BaseModel):
     reader: str
     path: Path
     split: str | None = None
-    limit_per_group: int | None = Field(default=None, gt=0)
+    limit_per_group: StrictInt | None = Field(default=None, gt=0)
     balance_by: str | list[str] | None = None
-    size: int | None = Field(default=None, gt=0, description="resize + centre-crop to size x size")
-    max_pixels: int = Field(default=40_000_000, gt=0)
+    size: StrictInt | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIZE,
+                                   description="resize + centre-crop to size x size")
+    max_pixels: StrictInt = Field(default=AUDIT_MAX_PIXELS, gt=0, le=MAX_PIXELS_LIMIT,
+                                  description="most pixels of an image the measures see")
+
+    @model_validator(mode="after")
+    def _size_within_limit(self):
+        if self.size is not None and self.size ** 2 > self.max_pixels:
+            raise ValueError(
+                f"size {self.size} gives {self.size ** 2:,} pixels per image, above max_pixels "
+                f"{self.max_pixels:,}; lower size or raise max_pixels to at least {self.size ** 2} "
+                f"(the measures need about {GIB_PER_MEGAPIXEL} GiB per megapixel of one image)")
+        return self
 
     @property
     def reader_options(self) -> dict[str, Any]:
@@ -69,9 +123,9 @@ class CodecSpec(BaseModel):
 
     name: str
     entry: str | None = None
-    quality: list[int] | None = None
+    quality: list[StrictInt] | None = None
     checkpoint: list[str] | None = None
-    target_bpp: list[float] | None = None
+    target_bpp: list[Float] | None = None
     mode: Literal["exact", "fast"] | None = None
 
     @field_validator("target_bpp")
@@ -107,15 +161,25 @@ class AuditSpec(BaseModel):
     realism_features: str = Field(default="sface", description="feature space of the realism measure")
     phenotype_models: list[Path] = Field(default_factory=list,
                                          description="classifier files (fairbits train-phenotype) for `phenotype`")
-    identity_fmr: float = Field(default=1e-3, gt=0, lt=1,
+    identity_fmr: Float = Field(default=1e-3, gt=0, lt=1,
                                 description="false-match rate on originals that sets the verification threshold")
-    seed: int = 0
-    batch_size: int = Field(default=32, gt=0)
-    workers: int = Field(default=2, gt=0, description="threads for decoding and coding images")
-    processes: int = Field(default=1, gt=0, description="worker processes for exact coding of learned codecs")
-    device: str = "auto"
-    n_boot: int = Field(default=1000, ge=100)
-    n_perm: int = Field(default=1000, ge=100)
+    seed: StrictInt = 0
+    batch_size: StrictInt = Field(default=32, gt=0)
+    workers: StrictInt = Field(default=2, gt=0, description="threads for decoding and coding images")
+    processes: StrictInt = Field(default=1, gt=0, description="worker processes for exact coding of learned codecs")
+    device: str = Field(default="auto", description=f"torch device: {DEVICE_FORMS}")
+    n_boot: StrictInt = Field(default=1000, ge=100)
+    n_perm: StrictInt = Field(default=1000, ge=100)
+    min_group_n: StrictInt = Field(default=10, ge=1, description="groups with fewer usable images are "
+                                   "reported but left out of gaps and tests")
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        v = v.strip()
+        if not _DEVICE.match(v):
+            raise ValueError(f"unknown device {v!r}; use one of: {DEVICE_FORMS}")
+        return v
 
     @property
     def group_columns(self) -> list[str]:
@@ -130,9 +194,11 @@ def _format_validation(e: ValidationError) -> str:
     lines = []
     for err in e.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; see examples/audit.yaml)"
+        elif err["type"] == "int_type" and isinstance(err.get("input"), bool):
+            msg = "expected a whole number, got a boolean (true/false)"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

@@ -345,3 +345,27 @@ def test_a_real_full_disk_loses_nothing_and_resumes(tmp_path, small_tmpfs):
     assert r.returncode == 0, r.stderr
     df = fairbits.load_results(roomy)
     assert len(df) == 2 * 60 and not df.duplicated(["image_id", "codec", "setting"]).any()
+
+
+def test_a_cell_id_in_run_json_cannot_leave_the_run(data, tmp_path):
+    run = _audit(_spec(data), tmp_path / "run")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    fairbits.load_results(run).to_parquet(outside / "part-000000.parquet")
+    info = json.loads((run / "run.json").read_text())
+    info["cells"].append({"id": "../../outside", "codec": "x", "setting": "y"})
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(FairbitsError, match="not a cell id"):
+        fairbits.load_results(run)
+
+
+def test_an_npz_that_unpacks_to_gigabytes_is_refused_before_decompressing(tmp_path):
+    import numpy as np
+
+    from fairbits.fileio import read_npz
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, format=np.array("fairbits-phenotype/1"), big=np.zeros(40_000_000, np.uint8))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(FairbitsError, match="would unpack to"):
+        read_npz(path, "fairbits-phenotype/1", "phenotype model", max_bytes=10_000_000)

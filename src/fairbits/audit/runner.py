@@ -27,9 +27,9 @@ from fairbits.audit.store import RunStore
 from fairbits.audit.coding import CHECK_COLUMNS, check_sample, code_images
 from fairbits.audit.faces import FaceBatch, FaceCache, FaceRecord
 from fairbits.codecs.base import Codec
-from fairbits.data.images import fit_size, load_rgb, to_tensor
+from fairbits.data.images import load_original, to_tensor
 from fairbits.errors import FairbitsError, FairbitsWarning, ImageError
-from fairbits.measures.base import Measure, higher_is_better
+from fairbits.measures.base import Measure
 from fairbits.measures.features import get_extractor
 from fairbits.measures.realism import FeatureStore
 from fairbits.spec import AuditSpec
@@ -50,7 +50,11 @@ def measure_columns(measures: list[Measure]) -> list[str]:
 
 
 def _directions(measures: list[Measure]) -> dict[str, bool]:
-    return {c: higher_is_better(c) for c in measure_columns(measures)}
+    """``{column: higher_is_better}`` of the degradation columns (``run.json``'s
+    ``directions``; the full record of every column's kind is ``column_kinds``)."""
+    from fairbits.measures.base import DEGRADATION, measure_kinds
+
+    return {c: k.higher_is_better for c, k in measure_kinds(measures).items() if k.kind == DEGRADATION}
 
 
 def _config(plan: AuditPlan) -> dict:
@@ -60,7 +64,10 @@ def _config(plan: AuditPlan) -> dict:
 
 
 def run_info(plan: AuditPlan) -> dict:
-    """The ``run.json`` record of a plan."""
+    """The ``run.json`` record of a plan; ``column_kinds`` records every column's kind
+    (and direction) so ``fairbits report`` works from the stored rows alone."""
+    from fairbits.measures.base import measure_kinds
+
     return {
         "fairbits_version": __version__,
         "name": plan.spec.name,
@@ -74,6 +81,7 @@ def run_info(plan: AuditPlan) -> dict:
         "realism": plan.realism,
         "measures": measure_columns(plan.measure_set),
         "directions": _directions(plan.measure_set),
+        "column_kinds": {c: k.to_dict() for c, k in measure_kinds(plan.measure_set).items()},
         "face_columns": [c for c in measure_columns(plan.measure_set)
                          if c == "face_found" or any(c in m.columns for m in plan.measure_set if m.needs_faces)],
         "seed": plan.spec.seed,
@@ -106,8 +114,10 @@ def _prepare_store(store: RunStore, plan: AuditPlan) -> None:
 
 
 def _load_original(path: str, max_pixels: int, size: int | None) -> np.ndarray | str:
+    """The original as ``uint8 (H, W, 3)`` (:func:`fairbits.data.images.load_original`),
+    or the reason it cannot be audited (the image's error row)."""
     try:
-        return fit_size(load_rgb(path, max_pixels), size)
+        return load_original(path, max_pixels=max_pixels, size=size)
     except ImageError as e:
         return str(e)
     except Exception as e:  # an image must never kill the run
@@ -372,14 +382,13 @@ def finish_report(run_dir: str | Path) -> Path:
         results = add_identity_nonmatch(run_dir, results, manifest, seed=info.get("seed", 0),
                                         fmr=info.get("spec", {}).get("identity_fmr", 1e-3))
         measures.append("identity_nonmatch")
-    write_stats(run_dir, results, measures=measures)
+    # summary, bias, pairwise, findings and (with pairs) paired, q-values over all tests
+    min_group_n = (info.get("spec") or {}).get("min_group_n", 10)
+    write_stats(run_dir, results, measures=measures, min_group_n=min_group_n)
     from fairbits.bias.attribution import write_attribution
 
-    write_attribution(run_dir, results, info["groups"], n_boot=info.get("n_boot", 1000), seed=info.get("seed", 0))
-    from fairbits.bias.paired import write_paired
-
-    write_paired(run_dir, results, info["groups"], measures, n_boot=info.get("n_boot", 1000),
-                 n_perm=info.get("n_perm", 1000), seed=info.get("seed", 0))
+    write_attribution(run_dir, results, info["groups"], n_boot=info.get("n_boot", 1000), seed=info.get("seed", 0),
+                      min_group_n=min_group_n)
     if info.get("realism"):
         write_realism(run_dir, results, info["groups"], info["realism"], seed=info.get("seed", 0))
     from fairbits.report.integrity import missing_rows_section

@@ -144,6 +144,10 @@ class RunStore:
 
     # -- cells -------------------------------------------------------------
     def cell_dir(self, cell_id: str) -> Path:
+        """``cells/<cell_id>``; an id that would leave that folder (``/``, ``..``) is refused."""
+        if not cell_id or any(c in cell_id for c in "/\\\0") or cell_id.startswith("."):
+            raise FairbitsError(f"{cell_id!r} is not a cell id (codec__setting, no path separators); "
+                                "a codec name or setting must not contain '/' or start with '.'")
         return self.root / "cells" / cell_id
 
     def is_done(self, cell_id: str) -> bool:

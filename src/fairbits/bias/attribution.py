@@ -14,7 +14,9 @@ flip-rate gap, ``max_g F_g − min_g F_g`` with ``F_g`` the share of group ``g``
 prediction changed, needs no ground truth at all.
 
 Confidence intervals are percentile bootstrap intervals: images are resampled within
-each group (the pair held fixed) and every part recomputed on the same draws.
+each group (the pair held fixed) and every part recomputed on the same draws. Groups
+with fewer than ``min_group_n`` labelled rows are left out (a run passes its own
+setting, as for the bias table; the default 1 keeps every group).
 """
 
 from __future__ import annotations
@@ -47,12 +49,12 @@ def _interval(draws: np.ndarray, ci: float) -> tuple[float, float]:
 
 
 def attribute_cell(frame: pd.DataFrame, group_col: str, target: str, *, n_boot: int, seed: int,
-                   ci: float = 0.95) -> dict | None:
+                   ci: float = 0.95, min_group_n: int = 1) -> dict | None:
     """The attribution of one cell's rows (``frame``) across ``group_col``, or None when
-    fewer than two groups have labelled rows."""
+    fewer than two groups have ``min_group_n`` labelled rows."""
     o, r, f = f"{target}_loss_orig", f"{target}_loss_recon", f"{target}_flip"
     used = frame[frame[group_col].notna() & frame[o].notna() & frame[r].notna()]
-    groups = {g: sub for g, sub in used.groupby(group_col, sort=True)}
+    groups = {g: sub for g, sub in used.groupby(group_col, sort=True) if len(sub) >= min_group_n}
     if len(groups) < 2:
         return None
     R = {g: sub[r].mean() for g, sub in groups.items()}
@@ -73,7 +75,7 @@ def attribute_cell(frame: pd.DataFrame, group_col: str, target: str, *, n_boot: 
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = _interval(d, ci)
     flips = {g: sub[f].dropna().to_numpy(float) for g, sub in frame[frame[group_col].notna()].groupby(
         group_col, sort=True)} if f in frame else {}
-    flips = {g: v for g, v in flips.items() if len(v)}
+    flips = {g: v for g, v in flips.items() if len(v) >= max(1, min_group_n)}
     if len(flips) >= 2:
         rates = {g: v.mean() for g, v in flips.items()}
         draws = np.stack([bootstrap_means(v, n_boot, rng) for v in flips.values()])
@@ -84,23 +86,23 @@ def attribute_cell(frame: pd.DataFrame, group_col: str, target: str, *, n_boot: 
 
 
 def attribution_table(results: pd.DataFrame, group_cols, *, n_boot: int = 1000, seed: int = 0,
-                      ci: float = 0.95) -> pd.DataFrame:
+                      ci: float = 0.95, min_group_n: int = 1) -> pd.DataFrame:
     """Attribution rows (:data:`COLUMNS`) for every classifier target, attribute and cell."""
     ok = results[~error_mask(results)]
     rows = []
     for target in classifier_targets(list(results.columns)):
         for col in group_cols:
             for _, frame in ok.groupby(["codec", "setting"], sort=False):
-                row = attribute_cell(frame, col, target, n_boot=n_boot, seed=seed, ci=ci)
+                row = attribute_cell(frame, col, target, n_boot=n_boot, seed=seed, ci=ci, min_group_n=min_group_n)
                 if row is not None:
                     rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def write_attribution(run_dir: str | Path, results: pd.DataFrame, group_cols, *, n_boot: int = 1000,
-                      seed: int = 0) -> Path | None:
+                      seed: int = 0, min_group_n: int = 1) -> Path | None:
     """Write ``attribution.csv`` when the results have classifier losses; returns its path."""
-    table = attribution_table(results, group_cols, n_boot=n_boot, seed=seed)
+    table = attribution_table(results, group_cols, n_boot=n_boot, seed=seed, min_group_n=min_group_n)
     if table.empty:
         return None
     return atomic_write(Path(run_dir) / "attribution.csv", lambda tmp: table.to_csv(tmp, index=False))

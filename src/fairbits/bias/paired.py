@@ -9,22 +9,27 @@ is that of the attribute alone — far tighter than comparing two unpaired group
 
 Intervals are percentile bootstrap intervals over pairs; the p-value is a two-sided
 sign-flip permutation test of "no effect" (each pair's difference flips sign at random).
+Each row carries its column's ``kind``; the ``q_value`` (Benjamini–Hochberg) is set by
+:func:`fairbits.bias.stats.write_stats` over the tests of ``bias.csv`` and ``paired.csv``
+together (degradation and drift rows only).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from fairbits.bias.stats import bootstrap_means, error_mask, percentile_interval
+from fairbits.bias.intervals import bootstrap_means, percentile_interval
+from fairbits.bias.kinds import ColumnKind, resolve_kinds
 from fairbits.fileio import atomic_write
 from fairbits.seeding import keyed_seed
 
 PAIR_COLUMN = "pair_id"
-COLUMNS = ["codec", "setting", "measure", "attribute", "group_a", "group_b", "n_pairs", "mean_a", "mean_b",
-           "effect", "ci_low", "ci_high", "p_value"]
+COLUMNS = ["codec", "setting", "measure", "attribute", "kind", "group_a", "group_b", "n_pairs", "mean_a", "mean_b",
+           "effect", "ci_low", "ci_high", "p_value", "q_value"]
 
 
 def pair_differences(frame: pd.DataFrame, group_col: str, measure: str) -> tuple[str, str, pd.DataFrame] | None:
@@ -55,10 +60,15 @@ def paired_effect(diffs: np.ndarray, *, n_boot: int, n_perm: int, rng: np.random
 
 
 def paired_table(results: pd.DataFrame, group_cols, measures, *, n_boot: int = 1000, n_perm: int = 1000,
-                 seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
-    """Paired effects (:data:`COLUMNS`) per cell, measure and group column."""
+                 seed: int = 0, ci: float = 0.95, kinds: Mapping[str, ColumnKind] | None = None) -> pd.DataFrame:
+    """Paired effects (:data:`COLUMNS`) per cell, measure and group column; ``kinds`` as
+    :func:`fairbits.bias.kinds.resolve_kinds` takes them (the declarations by default).
+    ``q_value`` is NaN here (see the module docstring)."""
+    from fairbits.bias.stats import error_mask
+
     if PAIR_COLUMN not in results.columns:
         return pd.DataFrame(columns=COLUMNS)
+    kinds = resolve_kinds([m for m in measures if m in results.columns], kinds=kinds)
     ok = results[~error_mask(results)]
     rows = []
     for (codec, setting), frame in ok.groupby(["codec", "setting"], sort=False):
@@ -73,15 +83,18 @@ def paired_table(results: pd.DataFrame, group_cols, measures, *, n_boot: int = 1
                 rng = np.random.default_rng(keyed_seed(seed, "paired", codec, setting, col, m))
                 effect = paired_effect((wide[b] - wide[a]).to_numpy(float), n_boot=n_boot, n_perm=n_perm,
                                        rng=rng, ci=ci)
-                rows.append([codec, setting, m, col, a, b, len(wide), float(wide[a].mean()),
-                             float(wide[b].mean()), *effect])
+                rows.append([codec, setting, m, col, kinds[m].kind, a, b, len(wide), float(wide[a].mean()),
+                             float(wide[b].mean()), *effect, np.nan])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def write_paired(run_dir: str | Path, results: pd.DataFrame, group_cols, measures, *, n_boot: int = 1000,
                  n_perm: int = 1000, seed: int = 0) -> Path | None:
-    """Write ``paired.csv`` when the run's dataset has pairs; returns its path."""
-    table = paired_table(results, group_cols, measures, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    """Write ``paired.csv`` alone (q-values over its own tests) when the run's dataset has
+    pairs; returns its path. A run's statistics write it with :func:`fairbits.bias.stats.write_stats`."""
+    from fairbits.bias.stats import with_q_values
+
+    table = with_q_values(paired_table(results, group_cols, measures, n_boot=n_boot, n_perm=n_perm, seed=seed))[0]
     if table.empty:
         return None
     return atomic_write(Path(run_dir) / "paired.csv", lambda tmp: table.to_csv(tmp, index=False))

@@ -4,11 +4,26 @@ The unit of analysis is a *cell* ``(codec, setting)`` and one measure column. Wi
 cell each image belongs to one group of an attribute (``group_col``, e.g.
 ``skin_group``). From that we compute:
 
-* per-group mean with a stratified percentile-bootstrap CI (:func:`group_summary`);
-* the **gap** = max group mean - min group mean (the largest difference between
-  groups), its bootstrap CI, the ratio min/max, the worst and best group and a
-  permutation p-value for "all groups equal" (:func:`bias_table`);
+* per-group mean, standard deviation and a confidence interval that holds on skewed
+  measures and on rates (:mod:`fairbits.bias.intervals`: Wilson for 0/1 columns,
+  studentized bootstrap otherwise) (:func:`group_summary`);
+* the **gap** = max group mean − min group mean (the largest difference between
+  groups), its bootstrap CI, the ratio min/max, the worst and best group, a
+  permutation p-value for "all groups equal", a Benjamini–Hochberg q-value and a
+  standardised effect size, gap / pooled within-group SD (:func:`bias_table`);
 * the difference of every pair of group means with a CI (:func:`pairwise_gaps`).
+
+What a gap means depends on the column's kind (:mod:`fairbits.bias.kinds`): for a
+``degradation`` the worst group follows the declared direction; for a ``drift`` (a
+signed change, 0 ideal) the worst group has the largest absolute mean change and the
+best the smallest; a ``descriptive`` column (a property of the images) has no worst or
+best group and no q-value — it is described, never ranked as bias.
+
+Small groups. A group with fewer than ``min_group_n`` usable rows (default
+:data:`DEFAULT_MIN_GROUP_N`) is reported in the summary (with its n and CI, flagged
+``below_min_n``) but left out of the gap, the worst/best group, the pairwise
+differences and the test; the bias row's ``small_groups`` and ``note`` name it. With
+fewer than two groups of enough rows there is no gap: NaN, with a note (never 0).
 
 Row rules (per measure):
 
@@ -27,7 +42,7 @@ order in which cells are processed, and :func:`group_summary`, :func:`bias_table
 
 The gap CI is the percentile interval of the gap recomputed on stratified resamples.
 The max - min statistic is biased upwards in resamples, so with equal groups the CI
-usually excludes 0: judge significance by ``p_value``, and read the CI as the
+usually excludes 0: judge significance by ``q_value``, and read the CI as the
 precision of the gap.
 
 Ratio follows fairlearn's ``MetricFrame.ratio()``: ``min / max`` of the group means,
@@ -46,17 +61,24 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fairbits.errors import SpecError
+from fairbits.bias.fdr import bh_q_values
+from fairbits.bias.intervals import (_chunks, bootstrap_mean_sd, bootstrap_means, mean_interval,  # noqa: F401
+                                     percentile_interval)
+from fairbits.bias.kinds import DEGRADATION, DRIFT, ColumnKind, resolve_kinds
+from fairbits.errors import FairbitsError, SpecError
 from fairbits.fileio import atomic_write
 from fairbits.seeding import keyed_seed
 
 CELL_COLS = ("codec", "setting")
+DEFAULT_MIN_GROUP_N = 10
 SUMMARY_COLUMNS = ["codec", "setting", "measure", "attribute", "group", "n", "mean", "ci_low", "ci_high",
-                   "bpp_mean"]
-BIAS_COLUMNS = ["codec", "setting", "measure", "attribute", "gap", "gap_ci_low", "gap_ci_high", "ratio",
-                "worst_group", "best_group", "p_value", "n_groups", "n", "mean", "rel_gap", "bpp_mean"]
+                   "bpp_mean", "sd", "ci_method", "below_min_n"]
+BIAS_COLUMNS = ["codec", "setting", "measure", "attribute", "kind", "gap", "gap_ci_low", "gap_ci_high", "ratio",
+                "worst_group", "best_group", "worst_mean", "best_mean", "p_value", "q_value", "effect_size",
+                "n_groups", "n", "mean", "rel_gap", "bpp_mean", "small_groups", "note"]
 PAIRWISE_COLUMNS = ["codec", "setting", "measure", "attribute", "group_a", "group_b", "diff", "ci_low",
                     "ci_high"]
+TESTED_KINDS = (DEGRADATION, DRIFT)  # kinds whose tests are claims about the system
 
 
 # --------------------------------------------------------------------------- helpers
@@ -66,14 +88,6 @@ def error_mask(results: pd.DataFrame) -> pd.Series:
         return pd.Series(False, index=results.index)
     err = results["error"]
     return err.notna() & (err.astype(str).str.strip() != "")
-
-
-def _direction(measure: str, directions: Mapping[str, bool] | None) -> bool:
-    """Higher-is-better for ``measure``: ``directions`` override, else the measure registry."""
-    if directions is not None and measure in directions:
-        return bool(directions[measure])
-    from fairbits.measures.base import higher_is_better
-    return higher_is_better(measure)
 
 
 def _rng(seed: int, key: tuple) -> tuple[np.random.Generator, np.random.Generator]:
@@ -88,51 +102,43 @@ def _check_columns(results: pd.DataFrame, group_col: str, measures: Sequence[str
         raise SpecError(f"results have no column(s) {missing}; columns are: {', '.join(map(str, results.columns))}")
 
 
+def _check_min_group_n(min_group_n) -> int:
+    if isinstance(min_group_n, bool) or not isinstance(min_group_n, (int, np.integer)) or min_group_n < 1:
+        raise FairbitsError(f"min_group_n must be a whole number of images ≥ 1, got {min_group_n!r}")
+    return int(min_group_n)
+
+
 # --------------------------------------------------------------------------- core
 @dataclass
 class CellStats:
-    """Everything computed for one ``(codec, setting, measure)`` cell and one attribute."""
+    """Everything computed for one ``(codec, setting, measure)`` cell and one attribute.
+
+    Per-group arrays have one entry per label in ``groups`` (sorted, n > 0); ``eligible``
+    marks the groups with at least ``min_group_n`` rows, the only ones compared.
+    """
 
     codec: str
     setting: str
     measure: str
     attribute: str
-    groups: list[str]  # sorted group labels with n > 0
+    groups: list[str]
     n: np.ndarray  # rows used per group
     means: np.ndarray  # group means
+    sds: np.ndarray  # group standard deviations (ddof=1; NaN for n < 2)
+    ci_low: np.ndarray  # group-mean confidence intervals
+    ci_high: np.ndarray
+    ci_method: list[str]
     bpp: np.ndarray  # mean bpp of the used rows per group
+    eligible: np.ndarray  # bool, n >= min_group_n
     boot: np.ndarray  # (n_boot, n_groups) bootstrap group means
-    p_value: float
-    pooled_mean: float
+    p_value: float  # permutation test over the eligible groups
     pooled_bpp: float
+    min_group_n: int
 
-
-_CHUNK_ELEMENTS = 4_000_000  # bound on resample matrix size (rows x images) held at once
-
-
-def _chunks(n_rows: int, width: int) -> list[slice]:
-    """Row slices of ``range(n_rows)`` so that each block has at most ~:data:`_CHUNK_ELEMENTS` entries."""
-    step = max(1, _CHUNK_ELEMENTS // max(1, width))
-    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
-
-
-def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of ``n_boot`` resamples (with replacement) of the rows of ``values``.
-
-    ``values`` ``(n,)`` → ``(n_boot,)``; ``(n, c)`` → ``(n_boot, c)`` (rows resampled
-    together, so paired columns stay paired). Drawn in memory-bounded chunks.
-    """
-    v = np.asarray(values, dtype=float)
-    out = np.empty((n_boot, *v.shape[1:]))
-    for rows in _chunks(n_boot, len(v)):
-        idx = rng.integers(0, len(v), size=(rows.stop - rows.start, len(v)))
-        out[rows] = v[idx].mean(axis=1)
-    return out
-
-
-def _bootstrap_means(values: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n_boot, n_groups)`` means of resamples drawn with replacement within each group."""
-    return np.stack([bootstrap_means(v, n_boot, rng) for v in values], axis=1) if values else np.empty((n_boot, 0))
+    @property
+    def compared(self) -> np.ndarray:
+        """Indices of the eligible groups."""
+        return np.flatnonzero(self.eligible)
 
 
 def _permutation_p(values: list[np.ndarray], observed: float, n_perm: int, rng: np.random.Generator) -> float:
@@ -153,8 +159,8 @@ def _permutation_p(values: list[np.ndarray], observed: float, n_perm: int, rng: 
 
 
 def _cell_stats(frame: pd.DataFrame, key: tuple, group_col: str, measure: str, *, n_boot: int, n_perm: int,
-                seed: int) -> CellStats:
-    """Compute group means, bootstrap draws and the permutation p-value of one cell."""
+                seed: int, ci: float, min_group_n: int) -> CellStats:
+    """Group statistics, bootstrap draws and the permutation p-value of one cell."""
     codec, setting = key
     vals = pd.to_numeric(frame[measure], errors="coerce").to_numpy(dtype=float)
     ok = np.isfinite(vals) & frame[group_col].notna().to_numpy()
@@ -165,143 +171,233 @@ def _cell_stats(frame: pd.DataFrame, key: tuple, group_col: str, measure: str, *
                else np.full(len(used), np.nan))
     groups = sorted(set(labels))
     per_group = [vals[labels == g] for g in groups]
-    bpp_group = [bpp_all[labels == g] for g in groups]
     rng_boot, rng_perm = _rng(seed, (group_col, codec, setting, measure))
+    k = len(groups)
+    boot = np.empty((max(n_boot, 0), k))
+    lo, hi, methods = np.full(k, np.nan), np.full(k, np.nan), []
+    for j, v in enumerate(per_group):  # groups in sorted order: the draws do not depend on other cells
+        bm, bs = bootstrap_mean_sd(v, n_boot, rng_boot) if n_boot > 0 else (np.empty(0), np.empty(0))
+        boot[:, j] = bm
+        lo[j], hi[j], method = mean_interval(v, bm, bs, ci)
+        methods.append(method)
+    n = np.array([len(v) for v in per_group], dtype=int)
     means = np.array([v.mean() for v in per_group])
-    boot = _bootstrap_means(per_group, n_boot, rng_boot) if n_boot > 0 else np.empty((0, len(groups)))
-    gap = float(means.max() - means.min()) if len(groups) else float("nan")
-    p = _permutation_p(per_group, gap, n_perm, rng_perm)
+    sds = np.array([v.std(ddof=1) if len(v) > 1 else np.nan for v in per_group])
+    eligible = n >= min_group_n
+    compared = [per_group[j] for j in np.flatnonzero(eligible)]
+    gap = float(means[eligible].max() - means[eligible].min()) if len(compared) >= 2 else float("nan")
+    p = _permutation_p(compared, gap, n_perm, rng_perm) if len(compared) >= 2 else float("nan")
     with np.errstate(all="ignore"):
-        bpp_means = np.array([np.nanmean(b) if np.isfinite(b).any() else np.nan for b in bpp_group])
+        bpp_means = np.array([np.nanmean(b) if np.isfinite(b).any() else np.nan
+                              for b in (bpp_all[labels == g] for g in groups)])
         pooled_bpp = float(np.nanmean(bpp_all)) if np.isfinite(bpp_all).any() else float("nan")
-    return CellStats(str(codec), str(setting), measure, group_col, groups, np.array([len(v) for v in per_group]),
-                     means, bpp_means, boot, p, float(vals.mean()) if len(vals) else float("nan"), pooled_bpp)
+    return CellStats(str(codec), str(setting), measure, group_col, groups, n, means, sds, lo, hi, methods,
+                     bpp_means, eligible, boot, p, pooled_bpp, min_group_n)
 
 
 def _analyse(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, n_boot: int, n_perm: int,
-             seed: int) -> list[CellStats]:
+             seed: int, ci: float = 0.95, min_group_n: int = DEFAULT_MIN_GROUP_N) -> list[CellStats]:
     """:class:`CellStats` for every cell (in order of first appearance) and measure."""
     measures = list(measures)
+    min_group_n = _check_min_group_n(min_group_n)
     _check_columns(results, group_col, measures)
     clean = results.loc[~error_mask(results)]
     out = []
     for key, frame in clean.groupby(list(CELL_COLS), sort=False, dropna=False):
         for m in measures:
-            out.append(_cell_stats(frame, key, group_col, m, n_boot=n_boot, n_perm=n_perm, seed=seed))
+            out.append(_cell_stats(frame, key, group_col, m, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
+                                   min_group_n=min_group_n))
     return out
 
 
-def percentile_interval(draws: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of ``draws`` along axis 0 (NaN when there are no draws)."""
-    if draws.shape[0] == 0:
-        nan = np.full(draws.shape[1:], np.nan)
-        return nan, nan
-    alpha = (1.0 - ci) / 2.0
-    lo, hi = np.quantile(draws, [alpha, 1.0 - alpha], axis=0)
-    return lo, hi
-
-
 # --------------------------------------------------------------------------- tables
-def _summary_rows(cells: Iterable[CellStats], ci: float) -> pd.DataFrame:
+def _summary_rows(cells: Iterable[CellStats]) -> pd.DataFrame:
     rows = []
     for c in cells:
-        lo, hi = percentile_interval(c.boot, ci)
         for k, g in enumerate(c.groups):
-            rows.append((c.codec, c.setting, c.measure, c.attribute, g, int(c.n[k]), c.means[k], lo[k], hi[k],
-                         c.bpp[k]))
+            rows.append((c.codec, c.setting, c.measure, c.attribute, g, int(c.n[k]), c.means[k], c.ci_low[k],
+                         c.ci_high[k], c.bpp[k], c.sds[k], c.ci_method[k], not bool(c.eligible[k])))
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _bias_rows(cells: Iterable[CellStats], ci: float, directions: Mapping[str, bool] | None) -> pd.DataFrame:
+def _worst_best(kind: ColumnKind, groups: list[str], means: np.ndarray) -> tuple[int | None, int | None]:
+    """Positions (into ``groups``/``means``) of the worst and best group for a column kind."""
+    if kind.kind == DEGRADATION:
+        lowest, highest = int(np.argmin(means)), int(np.argmax(means))
+        return (lowest, highest) if kind.higher_is_better else (highest, lowest)
+    if kind.kind == DRIFT:
+        return int(np.argmax(np.abs(means))), int(np.argmin(np.abs(means)))
+    return None, None
+
+
+def _pooled_sd(n: np.ndarray, sds: np.ndarray) -> float:
+    """Pooled within-group SD, ``sqrt(Σ (n_g − 1) s_g² / Σ (n_g − 1))`` (NaN without dof)."""
+    dof = n - 1
+    keep = dof > 0
+    if not keep.any():
+        return float("nan")
+    return float(np.sqrt(np.sum(dof[keep] * sds[keep] ** 2) / np.sum(dof[keep])))
+
+
+def _note(c: CellStats) -> tuple[str, str]:
+    """``(small_groups, note)`` of a cell: the groups left out and why there is no gap."""
+    small = "; ".join(f"{g} (n={n})" for g, n, e in zip(c.groups, c.n, c.eligible) if not e)
+    notes = []
+    if not c.groups:
+        notes.append("no usable rows")
+    elif len(c.compared) < 2:
+        notes.append(f"no gap: fewer than two groups with at least {c.min_group_n} images")
+    if small:
+        notes.append(f"left out of the gap and test (fewer than {c.min_group_n} images): {small}")
+    return small, "; ".join(notes)
+
+
+def _bias_rows(cells: Iterable[CellStats], ci: float, kinds: Mapping[str, ColumnKind]) -> pd.DataFrame:
     rows = []
     for c in cells:
-        base = (c.codec, c.setting, c.measure, c.attribute)
-        if not c.groups:
-            rows.append((*base, np.nan, np.nan, np.nan, np.nan, None, None, np.nan, 0, 0, np.nan, np.nan,
-                         c.pooled_bpp))
+        kind = kinds[c.measure]
+        base = (c.codec, c.setting, c.measure, c.attribute, kind.kind)
+        small, note = _note(c)
+        e = c.compared
+        n_used = int(c.n[e].sum())
+        pooled = float(np.sum(c.means[e] * c.n[e]) / n_used) if n_used else float("nan")
+        if len(e) < 2:
+            rows.append((*base, np.nan, np.nan, np.nan, np.nan, None, None, np.nan, np.nan, np.nan, np.nan, np.nan,
+                         len(e), n_used, pooled, np.nan, c.pooled_bpp, small, note))
             continue
-        gap = float(c.means.max() - c.means.min())
-        lo, hi = percentile_interval((c.boot.max(axis=1) - c.boot.min(axis=1))[:, None], ci)
+        means, boot = c.means[e], c.boot[:, e]
+        gap = float(means.max() - means.min())
+        lo, hi = percentile_interval((boot.max(axis=1) - boot.min(axis=1))[:, None], ci)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = float(np.float64(c.means.min()) / np.float64(c.means.max()))
-            rel = float(gap / abs(c.pooled_mean)) if c.pooled_mean != 0 else float("nan")
-        hib = _direction(c.measure, directions)
-        lowest, highest = c.groups[int(np.argmin(c.means))], c.groups[int(np.argmax(c.means))]
-        worst, best = (lowest, highest) if hib else (highest, lowest)
-        rows.append((*base, gap, float(lo[0]), float(hi[0]), ratio, worst, best, c.p_value, len(c.groups),
-                     int(c.n.sum()), c.pooled_mean, rel, c.pooled_bpp))
-    return pd.DataFrame(rows, columns=BIAS_COLUMNS)
+            ratio = float(np.float64(means.min()) / np.float64(means.max()))
+            rel = float(gap / abs(pooled)) if pooled != 0 else float("nan")
+            sd = _pooled_sd(c.n[e], c.sds[e])
+            tol = 1e-12 * max(1.0, float(np.abs(means).max()))  # round-off, not a difference
+            effect = 0.0 if gap <= tol else (float(gap / sd) if sd > tol else float("inf"))
+        w, b = _worst_best(kind, [c.groups[j] for j in e], means)
+        worst, best = (None, None) if w is None else (c.groups[e[w]], c.groups[e[b]])
+        wm, bm = (np.nan, np.nan) if w is None else (float(means[w]), float(means[b]))
+        rows.append((*base, gap, float(lo[0]), float(hi[0]), ratio, worst, best, wm, bm, c.p_value, np.nan, effect,
+                     len(e), n_used, pooled, rel, c.pooled_bpp, small, note))
+    return with_q_values(pd.DataFrame(rows, columns=BIAS_COLUMNS))[0]
 
 
 def _pairwise_rows(cells: Iterable[CellStats], ci: float) -> pd.DataFrame:
     rows = []
     for c in cells:
-        for a in range(len(c.groups)):
-            for b in range(a + 1, len(c.groups)):
+        e = c.compared
+        for ia, a in enumerate(e):
+            for b in e[ia + 1:]:
                 lo, hi = percentile_interval((c.boot[:, a] - c.boot[:, b])[:, None], ci)
                 rows.append((c.codec, c.setting, c.measure, c.attribute, c.groups[a], c.groups[b],
                              float(c.means[a] - c.means[b]), float(lo[0]), float(hi[0])))
     return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
 
 
-def group_summary(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, n_boot: int = 1000,
-                  seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
-    """Mean of each measure per group and cell, with a percentile-bootstrap CI.
+def _tested(table: pd.DataFrame) -> np.ndarray:
+    """Rows of a table with ``kind`` and ``p_value`` that belong to the run's family of tests."""
+    if table is None or table.empty or "kind" not in table.columns:
+        return np.zeros(0 if table is None else len(table), dtype=bool)
+    p = pd.to_numeric(table["p_value"], errors="coerce").to_numpy(dtype=float)
+    return table["kind"].isin(TESTED_KINDS).to_numpy() & np.isfinite(p)
 
-    Returns one row per ``(codec, setting, measure, group)`` with columns
-    :data:`SUMMARY_COLUMNS`; ``attribute`` is ``group_col``, ``n`` the rows used and
-    ``bpp_mean`` the mean bpp of those same rows. Groups with no usable row are omitted.
+
+def with_q_values(*tables: pd.DataFrame | None) -> tuple[pd.DataFrame | None, ...]:
+    """Copies of ``tables`` (bias, paired…) with ``q_value`` set by Benjamini–Hochberg over
+    the tests of all of them together: the rows of degradation and drift columns with a
+    p-value. Descriptive rows and rows without a test get NaN."""
+    masks = [_tested(t) for t in tables]
+    p = np.concatenate([t["p_value"].to_numpy(dtype=float)[m] for t, m in zip(tables, masks) if t is not None]
+                       or [np.zeros(0)])
+    q = bh_q_values(p)
+    out, at = [], 0
+    for t, m in zip(tables, masks):
+        if t is None:
+            out.append(None)
+            continue
+        t = t.copy()
+        col = np.full(len(t), np.nan)
+        col[m] = q[at:at + m.sum()]
+        at += int(m.sum())
+        t["q_value"] = col
+        out.append(t)
+    return tuple(out)
+
+
+def _kinds_for(measures: Sequence[str], kinds, directions) -> dict[str, ColumnKind]:
+    return resolve_kinds(measures, kinds=kinds, directions=directions)
+
+
+def group_summary(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, n_boot: int = 1000,
+                  seed: int = 0, ci: float = 0.95, min_group_n: int = DEFAULT_MIN_GROUP_N) -> pd.DataFrame:
+    """Mean, SD and CI of each measure per group and cell; columns :data:`SUMMARY_COLUMNS`.
+
+    One row per ``(codec, setting, measure, group)``; ``attribute`` is ``group_col``,
+    ``n`` the rows used, ``bpp_mean`` the mean bpp of those same rows, ``ci_method`` how
+    the interval was made, ``below_min_n`` whether the group is too small to be compared.
+    Groups with no usable row are omitted.
     """
-    return _summary_rows(_analyse(results, group_col, measures, n_boot=n_boot, n_perm=0, seed=seed), ci)
+    return _summary_rows(_analyse(results, group_col, measures, n_boot=n_boot, n_perm=0, seed=seed, ci=ci,
+                                  min_group_n=min_group_n))
 
 
 def bias_table(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, n_boot: int = 1000,
                n_perm: int = 1000, seed: int = 0, ci: float = 0.95,
-               directions: Mapping[str, bool] | None = None) -> pd.DataFrame:
+               directions: Mapping[str, bool] | None = None, kinds: Mapping[str, ColumnKind] | None = None,
+               min_group_n: int = DEFAULT_MIN_GROUP_N) -> pd.DataFrame:
     """Gap between groups for each ``(codec, setting, measure)``; columns :data:`BIAS_COLUMNS`.
 
-    ``gap`` = max - min of group means with a stratified-bootstrap CI; ``ratio`` = min/max
-    (fairlearn's convention); ``worst_group`` is the lowest mean when the measure is
-    higher-is-better (``directions`` or the measure registry), else the highest;
-    ``p_value`` = ``(1 + #{perm gap >= observed}) / (1 + n_perm)`` from shuffling group
-    labels within the cell (NaN with fewer than two groups); ``n`` and ``mean`` are the
-    pooled count and mean of the used rows, ``rel_gap`` = ``gap / |mean|``. A cell with no
-    usable row gives a row with ``n_groups == 0`` and NaN statistics.
+    Kinds: ``kinds``, else ``directions`` (``{column: higher_is_better}``, degradations),
+    else the measures' declarations (:mod:`fairbits.bias.kinds`). ``gap`` = max − min of
+    the compared groups' means with a stratified-bootstrap CI; ``ratio`` = min/max
+    (fairlearn's convention); ``worst_group``/``best_group`` by kind (none for a
+    descriptive column) with their means; ``p_value`` =
+    ``(1 + #{perm gap >= observed}) / (1 + n_perm)`` from shuffling group labels within the
+    cell; ``q_value`` Benjamini–Hochberg over the degradation and drift rows of this table;
+    ``effect_size`` = gap / pooled within-group SD; ``n``/``mean`` the count and mean of
+    the compared rows, ``rel_gap`` = ``gap / |mean|``. With fewer than two groups of at
+    least ``min_group_n`` rows the statistics are NaN and ``note`` says why.
     """
-    cells = _analyse(results, group_col, measures, n_boot=n_boot, n_perm=n_perm, seed=seed)
-    return _bias_rows(cells, ci, directions)
+    cells = _analyse(results, group_col, measures, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
+                     min_group_n=min_group_n)
+    return _bias_rows(cells, ci, _kinds_for(measures, kinds, directions))
 
 
 def pairwise_gaps(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, n_boot: int = 1000,
-                  seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
-    """``mean_a - mean_b`` for every pair of groups (``group_a < group_b``), with a bootstrap CI.
-
-    Emitted for every cell with at least two groups (also when there are exactly two).
+                  seed: int = 0, ci: float = 0.95, min_group_n: int = DEFAULT_MIN_GROUP_N) -> pd.DataFrame:
+    """``mean_a - mean_b`` for every pair of compared groups (``group_a < group_b``), with a
+    bootstrap CI. Emitted for every cell with at least two groups of ``min_group_n`` rows.
     Columns :data:`PAIRWISE_COLUMNS`.
     """
-    return _pairwise_rows(_analyse(results, group_col, measures, n_boot=n_boot, n_perm=0, seed=seed), ci)
+    return _pairwise_rows(_analyse(results, group_col, measures, n_boot=n_boot, n_perm=0, seed=seed, ci=ci,
+                                   min_group_n=min_group_n), ci)
 
 
 def summarize_run(results: pd.DataFrame, group_cols: Sequence[str], measures: Sequence[str], *,
                   n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, ci: float = 0.95,
-                  directions: Mapping[str, bool] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                  directions: Mapping[str, bool] | None = None, kinds: Mapping[str, ColumnKind] | None = None,
+                  min_group_n: int = DEFAULT_MIN_GROUP_N) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(summary, bias, pairwise)`` for every attribute in ``group_cols``, stacked.
 
     Each cell is analysed once per attribute, so this is cheaper than calling the three
-    functions separately; the tables are identical to theirs.
+    functions separately; the tables are identical to theirs, except that ``q_value``
+    is computed over every attribute's tests together.
     """
+    resolved = _kinds_for(measures, kinds, directions)
     summaries, biases, pairs = [], [], []
     for col in group_cols:
-        cells = _analyse(results, col, measures, n_boot=n_boot, n_perm=n_perm, seed=seed)
-        summaries.append(_summary_rows(cells, ci))
-        biases.append(_bias_rows(cells, ci, directions))
+        cells = _analyse(results, col, measures, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
+                         min_group_n=min_group_n)
+        summaries.append(_summary_rows(cells))
+        biases.append(_bias_rows(cells, ci, resolved))
         pairs.append(_pairwise_rows(cells, ci))
 
     def stack(frames, columns):
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
-    return stack(summaries, SUMMARY_COLUMNS), stack(biases, BIAS_COLUMNS), stack(pairs, PAIRWISE_COLUMNS)
+    bias = with_q_values(stack(biases, BIAS_COLUMNS))[0]
+    return stack(summaries, SUMMARY_COLUMNS), bias, stack(pairs, PAIRWISE_COLUMNS)
 
 
 # --------------------------------------------------------------------------- run directory
@@ -325,19 +421,31 @@ def measure_columns(results: pd.DataFrame, measures: Iterable[str], *, include_b
     return cols
 
 
+def run_min_group_n(info: Mapping) -> int:
+    """The run's ``min_group_n``: from its spec in ``run.json``, else :data:`DEFAULT_MIN_GROUP_N`."""
+    return _check_min_group_n((info.get("spec") or {}).get("min_group_n", DEFAULT_MIN_GROUP_N))
+
+
 def write_stats(run_dir: str | Path, results: pd.DataFrame | None = None, *,
                 group_cols: Sequence[str] | None = None, measures: Sequence[str] | None = None,
                 n_boot: int | None = None, n_perm: int | None = None, seed: int | None = None,
-                ci: float = 0.95) -> dict[str, Path]:
-    """Write ``summary.csv``, ``bias.csv`` and ``pairwise.csv`` into ``run_dir``.
+                ci: float = 0.95, min_group_n: int | None = None,
+                kinds: Mapping[str, ColumnKind] | None = None) -> dict[str, Path]:
+    """Write the run's statistics into ``run_dir``: ``summary.csv``, ``bias.csv``,
+    ``pairwise.csv``, ``findings.csv`` and, when the results have counterfactual pairs,
+    ``paired.csv``. q-values are computed over the tests of bias and paired together.
 
     Unspecified arguments come from the run: ``results`` from
     :func:`fairbits.audit.store.load_results`, ``group_cols``/``measures``/``seed`` from
     ``run.json`` (measure names are expanded to their result columns, plus ``bpp``),
-    ``n_boot``/``n_perm`` from ``run.json`` or 1000; column directions recorded in
-    ``run.json`` (``directions``) override the measure registry.
-    Returns ``{"summary": path, "bias": path, "pairwise": path}``.
+    ``n_boot``/``n_perm`` from ``run.json`` or 1000, ``min_group_n`` from the spec in
+    ``run.json`` or :data:`DEFAULT_MIN_GROUP_N`; column kinds as
+    :func:`fairbits.bias.kinds.resolve_kinds` finds them (``run.json`` first).
+    Returns ``{name: path}`` for the files written.
     """
+    from fairbits.bias.findings import findings_table
+    from fairbits.bias.paired import PAIR_COLUMN, paired_table
+
     run_dir = Path(run_dir)
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
@@ -351,17 +459,32 @@ def write_stats(run_dir: str | Path, results: pd.DataFrame | None = None, *,
     seed = int(seed if seed is not None else info.get("seed", 0))
     n_boot = int(n_boot if n_boot is not None else info.get("n_boot", 1000))
     n_perm = int(n_perm if n_perm is not None else info.get("n_perm", 1000))
-    tables = summarize_run(results, group_cols, cols, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
-                           directions=info.get("directions"))
-    paths = {}
-    for name, table in zip(("summary", "bias", "pairwise"), tables):
-        paths[name] = atomic_write(run_dir / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
-    return paths
+    min_group_n = run_min_group_n(info) if min_group_n is None else _check_min_group_n(min_group_n)
+    resolved = resolve_kinds(cols, kinds=kinds, run_info=info)
+    summary, bias, pairwise = summarize_run(results, group_cols, cols, n_boot=n_boot, n_perm=n_perm, seed=seed,
+                                            ci=ci, kinds=resolved, min_group_n=min_group_n)
+    paired = None
+    if PAIR_COLUMN in results.columns:
+        paired = paired_table(results, group_cols, cols, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
+                              kinds=resolved)
+    bias, paired = with_q_values(bias, paired)
+    tables = {"summary": summary, "bias": bias, "pairwise": pairwise, "findings": findings_table(bias)}
+    if paired is not None and not paired.empty:
+        tables["paired"] = paired
+    return {name: atomic_write(run_dir / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
+            for name, table in tables.items()}
+
+
+_TEXT_COLUMNS = {c: str for c in ("codec", "setting", "measure", "attribute", "kind", "group", "worst_group",
+                                  "best_group", "group_a", "group_b", "small_groups", "note", "ci_method")}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """One statistics CSV, keeping labels as strings (a group called ``007`` stays ``007``)."""
+    return pd.read_csv(path, dtype=_TEXT_COLUMNS)
 
 
 def read_stats(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read the CSVs written by :func:`write_stats`, keeping labels as strings."""
+    """Read ``summary.csv``, ``bias.csv`` and ``pairwise.csv`` written by :func:`write_stats`."""
     run_dir = Path(run_dir)
-    text = {c: str for c in ("codec", "setting", "measure", "attribute", "group", "worst_group", "best_group",
-                             "group_a", "group_b")}
-    return tuple(pd.read_csv(run_dir / f"{n}.csv", dtype=text) for n in ("summary", "bias", "pairwise"))
+    return tuple(read_table(run_dir / f"{n}.csv") for n in ("summary", "bias", "pairwise"))

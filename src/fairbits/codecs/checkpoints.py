@@ -5,7 +5,10 @@
   state dict loads too, widths read from the tensor shapes. Always ``weights_only=True``.
 * built-in checkpoints shipped under ``src/fairbits/weights/<arch>/<key>.pt`` (a ``<key>.json``
   beside it gives the measured ``bpp`` that orders them);
-* CompressAI's zoo weights, usable only when already in the torch hub cache.
+* CompressAI's zoo weights (``zoo-qK``): from the torch hub cache, downloaded there on
+  first use (:func:`fetch_zoo_weights`, hash-checked, never with ``FAIRBITS_OFFLINE=1``;
+  see :mod:`fairbits.download`). :data:`ZOO_URL_OVERRIDES` replaces CompressAI's URL table
+  per architecture (a mirror, or a local server in tests).
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import nn
 
 from fairbits.codecs.architectures import architecture, build_model
-from fairbits.errors import SpecError
+from fairbits.download import fetch, file_name, hub_checkpoints, offline
+from fairbits.errors import CodecUnavailable, SpecError
 
 FORMAT = "fairbits-codec/1"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 ZOO_PREFIX = "zoo-q"
+# {architecture: {quality: url}}: used instead of CompressAI's table for these architectures
+ZOO_URL_OVERRIDES: dict[str, dict[int, str]] = {}
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -133,7 +139,12 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Modul
 # ---------------------------------------------------------------- settings
 
 def _zoo_urls(arch: str) -> dict[int, str]:
-    """CompressAI's MSE weight URLs for ``arch`` by quality (empty if it has none)."""
+    """CompressAI's MSE weight URLs for ``arch`` by quality (empty if it has none).
+
+    :data:`ZOO_URL_OVERRIDES` ``[arch]``, when present, is used instead.
+    """
+    if arch in ZOO_URL_OVERRIDES:
+        return {int(q): str(u) for q, u in ZOO_URL_OVERRIDES[arch].items()}
     zoo_name = architecture(arch).zoo_name
     if zoo_name is None:
         return {}
@@ -143,9 +154,22 @@ def _zoo_urls(arch: str) -> dict[int, str]:
 
 
 def zoo_file(arch: str, quality: int) -> tuple[Path, str]:
-    """``(path in the torch hub cache, URL)`` of a zoo checkpoint."""
+    """``(path in the torch hub cache, URL)`` of a zoo checkpoint (the file keeps the URL's name)."""
     url = _zoo_urls(arch)[quality]
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+    return hub_checkpoints() / file_name(url), url
+
+
+def fetch_zoo_weights(arch: str, quality: int, progress: bool = True) -> Path:
+    """The cached zoo checkpoint of ``arch`` at ``quality``, downloaded first if missing.
+
+    Raises:
+        CodecUnavailable: not cached and downloads are off (``FAIRBITS_OFFLINE=1``) or fail
+            (unreachable, time-out, hash mismatch); the message names the URL and the path.
+    """
+    path, url = zoo_file(arch, quality)
+    return fetch(url, path, what=f"{arch} {ZOO_PREFIX}{quality} (CompressAI pretrained weights)",
+                 progress=progress, error=CodecUnavailable,
+                 hint="or pass the downloaded file's path as the setting")
 
 
 def builtin_checkpoints(arch: str, weights_dir: str | Path | None = None,
@@ -171,10 +195,10 @@ def learned_settings_summary(name: str) -> str:
     builtin = builtin_checkpoints(name)
     urls = _zoo_urls(name)
     cached = [q for q in urls if zoo_file(name, q)[0].is_file()]
+    later = " (downloads off)" if offline() else \
+        f" ({'the rest ' if cached else ''}downloaded on first use)"
     if not urls:
         zoo = "zoo: no CompressAI weights"
-    elif not cached:
-        zoo = f"zoo: none of {len(urls)} cached"
     else:
-        zoo = f"zoo: {len(cached)} of {len(urls)} cached"
+        zoo = f"zoo: {len(cached) or 'none'} of {len(urls)} cached" + (later if len(cached) < len(urls) else "")
     return f"built-in: {len(builtin)}, {zoo}; any checkpoint path"

@@ -6,16 +6,18 @@ kind = its kind). A *setting* is a checkpoint, given as a string:
 
 * a built-in key: ``src/fairbits/weights/<arch>/<key>.pt`` shipped with the package
   (optional ``<key>.json`` beside it; its top-level ``"bpp"`` number orders the keys);
-* ``zoo-q1`` .. ``zoo-q8`` (``-q6`` for cheng2020): CompressAI's pretrained MSE weights,
-  usable only when the file is already in the torch hub cache
-  (``torch.hub.get_dir()/checkpoints/``) since nothing is downloaded here;
+* ``zoo-q1`` .. ``zoo-q8`` (``-q6`` for cheng2020): CompressAI's pretrained MSE weights
+  from the torch hub cache (``torch.hub.get_dir()/checkpoints/``), downloaded there on
+  first use with a progress bar and a hash check, unless ``FAIRBITS_OFFLINE=1``
+  (:func:`~fairbits.codecs.checkpoints.fetch_zoo_weights`);
 * a path to a checkpoint file (contains a path separator or ends in ``.pt``, ``.pth``,
   ``.pth.tar`` or ``.tar``): a fairbits checkpoint (:func:`~fairbits.codecs.checkpoints.save_checkpoint`) or a
   CompressAI state dict (plain, or ``{"state_dict": ...}`` as CompressAI's training
   script saves it), widths read from the tensor shapes.
 
 ``settings`` lists the built-in keys (ascending measured bpp) then the cached zoo
-qualities (ascending); the two families are on different rate scales, so
+qualities (ascending; an uncached quality still runs when asked for, after its download);
+the two families are on different rate scales, so
 ``builtin_settings`` and ``zoo_settings`` are also given separately for rate searches.
 
 Inference modes:
@@ -168,9 +170,13 @@ class LearnedCodec:
     def checkpoint_path(self, setting: Any) -> Path:
         """The file behind ``setting``.
 
+        A zoo setting whose weights are not cached is downloaded first
+        (:func:`~fairbits.codecs.checkpoints.fetch_zoo_weights`).
+
         Raises:
             SpecError: unknown setting or missing checkpoint path.
-            CodecUnavailable: a zoo setting whose weights are not in the torch hub cache.
+            CodecUnavailable: a zoo setting whose weights are not cached and cannot be
+                downloaded (``FAIRBITS_OFFLINE=1``, no network, hash mismatch).
         """
         s = str(setting)
         if s in self._builtin:
@@ -181,14 +187,9 @@ class LearnedCodec:
             if q not in urls:
                 have = f"zoo-q{min(urls)}..zoo-q{max(urls)}" if urls else "none"
                 raise SpecError(f"{self.name}: CompressAI has no weights for {s} (available: {have})")
-            path, url = zoo_file(self.name, q)
-            if not path.is_file():
-                raise CodecUnavailable(
-                    f"{self.name} {s}: the CompressAI weights are not cached here and cannot be "
-                    f"downloaded (no network). Missing file: {path} (from {url}). Download it "
-                    f"elsewhere and place it at that path (torch hub cache), or pass the "
-                    f"downloaded file's path as the setting.")
-            return path
+            from fairbits.codecs.checkpoints import fetch_zoo_weights
+
+            return fetch_zoo_weights(self.name, q)
         if isinstance(setting, Path) or is_checkpoint_path(s):
             p = Path(s).expanduser()
             if not p.is_file():
@@ -357,7 +358,7 @@ def code_many(codec: Any, images: Sequence[np.ndarray], setting: Any, processes:
 def _register_all() -> None:
     for name in architecture_names():
         a = architecture(name)
-        zoo = "CompressAI zoo weights (zoo-qK) when cached, " if _zoo_urls(name) else ""
+        zoo = "CompressAI zoo weights (zoo-qK, downloaded on first use), " if _zoo_urls(name) else ""
         register(name, a.kind, lambda name=name: LearnedCodec(name), lambda: None,
                  f"{name} ({a.kind}); settings: built-in checkpoints, {zoo}or a checkpoint path")
 

@@ -12,34 +12,101 @@ The documented conversion to 8-bit sRGB (``load_rgb``):
   is composited over a **white** background (:data:`ALPHA_BACKGROUND`).
 
 Broken files raise :class:`~fairbits.errors.ImageError` with a short reason: missing,
-zero bytes, unidentifiable, truncated or corrupt, or more pixels than ``max_pixels``
-(Pillow's decompression-bomb guard stays on).
+not a regular file (a FIFO, device, directory or socket is never opened for reading),
+zero bytes, not one of the raster :data:`IMAGE_FORMATS` (formats Pillow opens through
+another program, such as EPS with Ghostscript, are never tried), truncated or corrupt,
+or more pixels than ``max_pixels`` (Pillow's decompression-bomb guard stays on).
+
+An audit reads its originals with :func:`load_original`: :func:`load_rgb`, a cheap
+reduction of large originals when a target ``size`` is set (JPEG DCT scaling with
+``Image.draft``, else ``Image.reduce`` by an integer factor, always keeping the short
+side at least ``size``), :func:`fit_size`, then the minimum-size check
+(:data:`MIN_SIDE`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fairbits.errors import ImageError
 
+if TYPE_CHECKING:  # torch is imported where it is used: the spec reads this module's limits
+    import torch
+
 ALPHA_BACKGROUND = (255, 255, 255)
+# load_rgb's default limit, and the limit on originals that are decoded to be resized
+# (``size`` set): decoding costs a few bytes per pixel, the measures far more.
 DEFAULT_MAX_PIXELS = 40_000_000
+# Peak memory (GiB) the pixel measures (PSNR, SSIM, MS-SSIM, CIEDE2000) add per
+# megapixel of each image measured, on CPU; measured through whole audits of one image
+# of 1 to 8 megapixels (0.31 to 0.35; tests/attacks/test_inputs.py checks it).
+GIB_PER_MEGAPIXEL = 0.35
+# The default limit on an image measured at full size (an audit without ``size``):
+# 2048 x 2048, so about 1.5 GiB for one image at this limit.
+AUDIT_MAX_PIXELS = 2048 * 2048
+# The smallest short side (pixels) an audited image may have: MS-SSIM's five scales
+# need more than 32 px (see fairbits.measures.pixel.ms_ssim_window); smaller images
+# give a NaN MS-SSIM and rates inflated by the container's fixed header bytes.
+MIN_SIDE = 33
+# The largest ``dataset.size`` a spec may ask for (an audited image is size x size).
+MAX_SIZE = 4096
+# Raster formats an original may have. Pillow can open more, some through an external
+# program (EPS runs Ghostscript); a file is never identified as one of those.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "HEIF", "JXL", "JPEG2000", "TIFF", "BMP", "DIB", "GIF", "PPM",
+                 "TGA", "QOI", "SGI", "PCX", "PSD")
 _EXIF_ORIENTATION = 0x0112
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "an unknown kind of file")
+
+
+def _open_regular(path: str | Path) -> BinaryIO:
+    """Open a regular file for reading, never anything else.
+
+    The path is checked with ``stat`` before opening (a FIFO, device, directory or
+    socket is never opened), then opened non-blocking and checked again on the open
+    descriptor (a file swapped in between is refused too).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ImageError: ``path`` is not a regular file (``"not a regular file: a FIFO"``).
+        OSError: it cannot be read.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"not a regular file: {_kind(mode)}")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"not a regular file: {_kind(mode)}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def file_checksum(path: str | Path, chunk: int = 1 << 20) -> str | None:
-    """SHA-256 hex digest of a file's bytes, or None if it cannot be read."""
+    """SHA-256 hex digest of a regular file's bytes; None if it is missing, unreadable
+    or not a regular file (a FIFO, device or directory is never read)."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             while block := f.read(chunk):
                 h.update(block)
-    except OSError:
+    except (OSError, ImageError):
         return None
     return h.hexdigest()
 
@@ -67,42 +134,107 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
-def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def _formats() -> list[str]:
+    """:data:`IMAGE_FORMATS` that Pillow can open here (plugins such as HEIF register late)."""
+    Image.init()
+    return [f for f in IMAGE_FORMATS if f in Image.OPEN]
+
+
+def _reduce_for(im: Image.Image, size: int) -> Image.Image:
+    """``im`` shrunk by the largest integer factor that keeps its short side >= ``size``
+    (box average, :meth:`PIL.Image.Image.reduce`); unchanged when that factor is 1."""
+    factor = min(im.size) // size
+    return im.reduce(factor) if factor >= 2 else im
+
+
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, *, reduce_to: int | None = None) -> np.ndarray:
     """Read an image file as 8-bit sRGB.
+
+    ``max_pixels`` bounds the file's own width x height. With ``reduce_to``, a large
+    image is decoded at a smaller scale whose short side is still at least
+    ``reduce_to`` pixels: JPEGs through DCT scaling (``Image.draft``, 1/2, 1/4 or 1/8),
+    then any image by an integer box reduction (``Image.reduce``) after the conversion
+    to RGB. The result is then meant for :func:`fit_size` to ``reduce_to``.
 
     Returns:
         ``uint8`` array of shape ``(H, W, 3)``.
     Raises:
-        ImageError: the file is missing, empty, unreadable, truncated or too large.
+        ImageError: the file is missing, not a regular file, empty, unreadable,
+            truncated or too large.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ImageError(f"missing file: {p}")
-    if p.stat().st_size == 0:
-        raise ImageError("zero-byte file")
     try:
-        with Image.open(p) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageError(f"too large: {w}x{h} pixels > limit {max_pixels}")
-            im.load()
-            if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # transposing copies: only when needed
-                im = ImageOps.exif_transpose(im)
-            return np.array(_to_rgb(im), dtype=np.uint8)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not a recognised image format") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"too large: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"corrupt or truncated image: {e}") from None
+        f = _open_regular(p)
+    except FileNotFoundError:
+        raise ImageError(f"missing file: {p}") from None
+    except OSError as e:
+        raise ImageError(f"unreadable file: {e.strerror or e}") from None
+    with f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise ImageError("zero-byte file")
+        try:
+            with Image.open(f, formats=_formats()) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(f"too large: {w}x{h} pixels > limit {max_pixels}")
+                if reduce_to is not None:  # JPEG: DCT scaling with short side / scale >= reduce_to; others: no-op
+                    im.draft(None, (reduce_to, reduce_to))
+                im.load()
+                if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # transposing copies: only when needed
+                    im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im)
+                if reduce_to is not None:
+                    rgb = _reduce_for(rgb, reduce_to)
+                return np.array(rgb, dtype=np.uint8)
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(f"not a recognised image format (readable: {', '.join(_formats())})") from None
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"too large: {e}") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"corrupt or truncated image: {e}") from None
 
 
-def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
-    """Resize the shorter side to ``size`` (Lanczos) and centre-crop to ``size x size``.
+def load_original(path: str | Path, *, max_pixels: int = AUDIT_MAX_PIXELS, size: int | None = None,
+                  min_side: int = MIN_SIDE) -> np.ndarray:
+    """An audit's original image: decoded, resized to ``size`` if set, and checked.
 
-    ``size=None`` returns the image unchanged. Input and output are ``uint8 (H, W, 3)``.
+    Without ``size`` the image is audited at full size, so ``max_pixels`` bounds its
+    width x height (and with it the memory of the measures, see
+    :data:`AUDIT_MAX_PIXELS`). With ``size``, originals up to
+    ``max(max_pixels, DEFAULT_MAX_PIXELS)`` are decoded at a reduced scale
+    (:func:`load_rgb` with ``reduce_to=size``), then resized and centre-cropped to
+    ``size x size`` (:func:`fit_size`).
+
+    Returns:
+        ``uint8`` array ``(H, W, 3)``, ``(size, size, 3)`` when ``size`` is set.
+    Raises:
+        ImageError: the file cannot be used (see :func:`load_rgb`), is too large, or
+            its short side is below ``min_side`` pixels after resizing.
+    """
+    if size is None:
+        try:
+            image = load_rgb(path, max_pixels)
+        except ImageError as e:
+            if not str(e).startswith("too large"):
+                raise
+            raise ImageError(f"{e}; set dataset.size to audit a resized copy, or raise dataset.max_pixels "
+                             f"(the measures need about {GIB_PER_MEGAPIXEL} GiB per megapixel)") from None
+    else:
+        image = fit_size(load_rgb(path, max(max_pixels, DEFAULT_MAX_PIXELS), reduce_to=size), size)
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise ImageError(f"too small: {w}x{h} pixels; the minimum is {min_side} on the short side")
+    return image
+
+
+def fit_size(image: np.ndarray, size: int | None,
+             resample: Image.Resampling = Image.Resampling.LANCZOS) -> np.ndarray:
+    """Resize the shorter side to ``size`` and centre-crop to ``size x size``.
+
+    ``size=None`` returns the image unchanged. Input and output are ``uint8 (H, W, 3)``, or
+    ``(H, W)`` label images with ``resample=NEAREST`` (so codes stay codes).
     """
     if size is None:
         return image
@@ -111,7 +243,7 @@ def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
         return image
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    im = Image.fromarray(image).resize((nw, nh), Image.Resampling.LANCZOS)
+    im = Image.fromarray(image).resize((nw, nh), resample)
     top, left = (nh - size) // 2, (nw - size) // 2
     return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8).copy()
 
@@ -121,6 +253,8 @@ def to_tensor(images: list[np.ndarray] | np.ndarray, device: torch.device | str 
 
     With ``device``, the bytes travel as uint8 and are converted there (4x less to copy).
     """
+    import torch
+
     a = np.stack(images) if isinstance(images, list) else images
     if a.ndim == 3:
         a = a[None]
@@ -132,5 +266,7 @@ def to_tensor(images: list[np.ndarray] | np.ndarray, device: torch.device | str 
 
 def to_uint8(batch: torch.Tensor) -> np.ndarray:
     """Inverse of :func:`to_tensor`: ``(N, 3, H, W)`` in [0, 1] → ``uint8 (N, H, W, 3)``."""
+    import torch
+
     a = batch.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8)
     return a.permute(0, 2, 3, 1).cpu().numpy()

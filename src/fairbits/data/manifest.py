@@ -13,6 +13,8 @@ So a smaller ``limit_per_group`` always gives a subset of a larger one.
 
 from __future__ import annotations
 
+import inspect
+import typing
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +46,32 @@ def _check_columns(df: pd.DataFrame, columns: list[str], what: str) -> None:
         raise DatasetError(f"{what}: unknown column(s) {unknown}; dataset columns are {labels}")
 
 
+def _check_option_types(reader: str, fn, opts: dict) -> None:
+    """Each option's value must fit the reader's annotation of that keyword.
+
+    The check is generic (the reader's own signature is the rule), lax as pydantic
+    is (a string is a fine ``Path``) but never accepting a list or a number where a
+    string goes. Raises DatasetError naming the option, the type it wants and the value.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that cannot be resolved: leave the check to the reader
+        return
+    params = inspect.signature(fn).parameters
+    for key, value in opts.items():
+        if key not in hints:
+            continue
+        try:
+            TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError:
+            wanted = params[key].annotation
+            wanted = wanted if isinstance(wanted, str) else getattr(wanted, "__name__", str(wanted))
+            raise DatasetError(f"reader {reader!r} option {key!r} must be {wanted}, got {type(value).__name__} "
+                               f"{value!r}") from None
+
+
 def _read_dataset(reader: str, path: str | Path, options: dict | None, split) -> pd.DataFrame:
     """Call the named reader with validated options and split."""
     fn = get_reader(reader)
@@ -56,6 +84,7 @@ def _read_dataset(reader: str, path: str | Path, options: dict | None, split) ->
     unknown = [k for k in opts if k not in allowed]
     if unknown:
         raise DatasetError(f"reader {reader!r} has no option(s) {unknown}; it accepts {allowed}")
+    _check_option_types(reader, fn, opts)
     if split is not None:
         if not supports_split(reader):
             raise DatasetError(f"reader {reader!r} has no splits; remove split={split!r}")

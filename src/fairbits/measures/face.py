@@ -34,7 +34,7 @@ import torch
 from fairbits.colour import ita_to_fitzpatrick, ita_to_monk, srgb_to_lab
 from fairbits.data.images import to_uint8
 from fairbits.face.tone import region_delta_e, region_lab, tone_stats
-from fairbits.measures.base import HIGHER_IS_BETTER, register_measure
+from fairbits.measures.base import HIGHER, LOWER, PROPERTY, SIGNED, register_measure
 
 # Face-mesh points of the geometry ratios.
 IRIS = (468, 473)
@@ -140,23 +140,23 @@ def identity(original: torch.Tensor, recon: torch.Tensor, context: dict) -> dict
 
 
 _SKIN_COLUMNS = {
-    **{f"{k}_orig": True for k in ("ita", "L", "b", "hue")},
-    **{f"{k}_recon": True for k in ("ita", "L", "b", "hue")},
-    **{f"delta_{k}": False for k in ("ita", "L", "b", "hue")},
-    "delta_e_skin": False, "delta_e_lips": False, "delta_e_hair": False,
-    "fitzpatrick_orig": True, "fitzpatrick_recon": True, "fitzpatrick_changed": False,
-    "monk_orig": True, "monk_recon": True, "monk_changed": False,
+    **{f"{k}_orig": PROPERTY for k in ("ita", "L", "b", "hue")},
+    **{f"{k}_recon": PROPERTY for k in ("ita", "L", "b", "hue")},
+    **{f"delta_{k}": SIGNED for k in ("ita", "L", "b", "hue")},
+    "delta_e_skin": LOWER, "delta_e_lips": LOWER, "delta_e_hair": LOWER,
+    "fitzpatrick_orig": PROPERTY, "fitzpatrick_recon": PROPERTY, "fitzpatrick_changed": LOWER,
+    "monk_orig": PROPERTY, "monk_recon": PROPERTY, "monk_changed": LOWER,
 }
 register_measure("skin_tone", _SKIN_COLUMNS, skin_tone,
                  "skin ITA°, L*, b*, hue; ΔE2000 in skin, lips, hair; Fitzpatrick/Monk changes", needs_faces=True)
 _GEOMETRY = ("nose_ratio", "lip_ratio", "eye_aperture")
-register_measure("landmarks", {"face_found_recon": True, "landmark_nme": False,
-                               **{f"{g}_{s}": True for g in _GEOMETRY for s in ("orig", "recon")},
-                               **{f"delta_{g}": False for g in _GEOMETRY}},
+register_measure("landmarks", {"face_found_recon": HIGHER, "landmark_nme": LOWER,
+                               **{f"{g}_{s}": PROPERTY for g in _GEOMETRY for s in ("orig", "recon")},
+                               **{f"delta_{g}": SIGNED for g in _GEOMETRY}},
                  landmarks, "landmark displacement (NME) and nose/lip/eye ratios on re-detected landmarks",
                  needs_faces=True)
-register_measure("identity", {"identity_cos": True}, identity,
-                 "cosine similarity of aligned SFace embeddings, original vs reconstruction", needs_faces=True)
-# Added when the report is made (fairbits.bias.verification): 1 = false non-match at the
-# threshold calibrated on the originals.
-HIGHER_IS_BETTER["identity_nonmatch"] = False
+# ``identity_nonmatch`` is derived when the statistics are made (fairbits.bias.verification):
+# 1 = false non-match at the threshold calibrated on the originals.
+register_measure("identity", {"identity_cos": HIGHER}, identity,
+                 "cosine similarity of aligned SFace embeddings, original vs reconstruction", needs_faces=True,
+                 derived={"identity_nonmatch": LOWER})

@@ -6,8 +6,9 @@ An extractor maps a batch of images to one feature vector per image::
     feats = ext(images)   # images: float32 Tensor (N, 3, H, W), RGB in [0, 1]
                           # feats:  float32 numpy (N, ext.dim)
 
-Extractors are deterministic (same input → same output), run on the CPU, never
-download anything, and process the batch in chunks of ``batch_size`` images.
+Extractors are deterministic (same input → same output), run on the CPU and process
+the batch in chunks of ``batch_size`` images. Only ``inception`` needs downloaded
+weights (fetched once into torch.hub's cache, see :func:`inception_weights_path`).
 
 Registered names (:func:`extractor_names`):
 
@@ -22,9 +23,10 @@ Registered names (:func:`extractor_names`):
     template) is resized to 112×112 for both. Features are the raw (un-normalised)
     network outputs.
 ``inception``
-    torchvision Inception-v3 pool3 features (2048-d), the FID feature space. Only
-    available when weights are on disk (see :class:`InceptionExtractor`); otherwise
-    constructing it raises :class:`~fairbits.errors.FairbitsError` naming the file.
+    torchvision Inception-v3 pool3 features (2048-d), the FID feature space. The weights
+    are found on disk or downloaded on first use (:func:`inception_weights_path`); with
+    downloads off (``FAIRBITS_OFFLINE=1``) or failing, constructing it raises
+    :class:`~fairbits.errors.FairbitsError` naming the files and the folder.
 ``pixels``
     A weak, weight-free feature space: each image area-averaged to 16×16 RGB and
     flattened (768-d, values in [0, 1]). Meant for tests and as a last resort; it
@@ -156,30 +158,43 @@ class SFaceExtractor:
 INCEPTION_ENV = "FAIRBITS_INCEPTION_WEIGHTS"
 TORCHVISION_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"   # Inception_V3_Weights.IMAGENET1K_V1
 FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"        # the FID port of the TF graph
+# where each file is published; the FID port is the one downloaded when neither is cached
+INCEPTION_URLS = {
+    FID_INCEPTION_FILE: "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_INCEPTION_FILE,
+    TORCHVISION_INCEPTION_FILE: "https://download.pytorch.org/models/" + TORCHVISION_INCEPTION_FILE,
+}
+INCEPTION_DOWNLOAD = FID_INCEPTION_FILE
 
 
-def inception_weights_path() -> Path:
+def inception_weights_path(progress: bool = True) -> Path:
     """Where the Inception-v3 weights are: ``$FAIRBITS_INCEPTION_WEIGHTS``, else the
-    torchvision file, else the FID file in ``torch.hub.get_dir()/checkpoints/``.
+    torchvision file, else the FID file in ``torch.hub.get_dir()/checkpoints/``, else the
+    FID file (:data:`INCEPTION_DOWNLOAD`) downloaded there from :data:`INCEPTION_URLS`
+    (progress bar, hash check; see :func:`fairbits.download.fetch`).
 
     Raises:
-        FairbitsError: none of them exists (the message names the files and the folder).
+        FairbitsError: ``$FAIRBITS_INCEPTION_WEIGHTS`` is not a file, or nothing is cached
+            and the download is off (``FAIRBITS_OFFLINE=1``) or fails; the message names the
+            files, the folder and the URL.
     """
+    from fairbits.download import fetch, file_name, hub_checkpoints
+
     env = os.environ.get(INCEPTION_ENV)
     if env:
         p = Path(env).expanduser()
         if not p.is_file():
             raise FairbitsError(f"{INCEPTION_ENV}={env} is not a file")
         return p
-    ckpt = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in (TORCHVISION_INCEPTION_FILE, FID_INCEPTION_FILE):
+    ckpt = hub_checkpoints()
+    url = INCEPTION_URLS[INCEPTION_DOWNLOAD]
+    for name in dict.fromkeys((TORCHVISION_INCEPTION_FILE, FID_INCEPTION_FILE, file_name(url))):
         if (ckpt / name).is_file():
             return ckpt / name
-    raise FairbitsError(
-        f"the 'inception' feature extractor needs Inception-v3 weights on disk (they are never downloaded): "
-        f"put torchvision's {TORCHVISION_INCEPTION_FILE} (Inception_V3_Weights.IMAGENET1K_V1) or the FID "
-        f"weights {FID_INCEPTION_FILE} in {ckpt}/, or set {INCEPTION_ENV} to the file's path; "
-        f"or use the offline extractor '{DEFAULT_EXTRACTOR}'")
+    return fetch(url, ckpt / file_name(url), what="Inception-v3 weights for the 'inception' features",
+                 progress=progress,
+                 hint=f"or put torchvision's {TORCHVISION_INCEPTION_FILE} (Inception_V3_Weights.IMAGENET1K_V1) "
+                      f"in {ckpt}/, or set {INCEPTION_ENV} to a weight file's path, or use the extractor "
+                      f"'{DEFAULT_EXTRACTOR}', which needs no download")
 
 
 def _fid_pool_patch(block: torch.nn.Module, pool: Callable) -> None:
@@ -205,8 +220,8 @@ class InceptionExtractor:
     1008-class ``fc`` is taken as the FID port (``pt_inception``): its A/C/E blocks pool
     without counting padding and the last E block max-pools, as in the TF graph; a
     1000-class one as torchvision's ImageNet weights. Weights are loaded with
-    ``torch.load(weights_only=True)``; the network is built with ``weights=None``, so
-    nothing is downloaded.
+    ``torch.load(weights_only=True)``; the network is built with ``weights=None``: the
+    only download is :func:`inception_weights_path`'s.
     """
 
     def __init__(self, weights: str | Path | None = None, batch_size: int = 32):

@@ -24,7 +24,7 @@ from pytorch_msssim import ssim as _ssim
 
 from fairbits.colour import ciede2000 as _ciede2000
 from fairbits.colour import luma_bt601, srgb_to_lab
-from fairbits.measures.base import register_measure
+from fairbits.measures.base import HIGHER, LOWER, register_measure
 
 PSNR_CAP_DB = 100.0
 SSIM_WIN = 11
@@ -102,9 +102,9 @@ def ciede2000(original: torch.Tensor, recon: torch.Tensor, context: dict | None 
     return {"ciede2000": _out(de.flatten(1).mean(1))}
 
 
-register_measure("psnr", {"psnr": True}, psnr, "RGB PSNR in dB (peak 1, capped at 100 dB)")
-register_measure("psnr_y", {"psnr_y": True}, psnr_y, "BT.601 luma PSNR in dB (unrounded Y', capped at 100 dB)")
-register_measure("ssim", {"ssim": True}, ssim, "SSIM, Gaussian window 11 (NaN below 11 px)")
-register_measure("ms_ssim", {"ms_ssim": True}, ms_ssim,
+register_measure("psnr", {"psnr": HIGHER}, psnr, "RGB PSNR in dB (peak 1, capped at 100 dB)")
+register_measure("psnr_y", {"psnr_y": HIGHER}, psnr_y, "BT.601 luma PSNR in dB (unrounded Y', capped at 100 dB)")
+register_measure("ssim", {"ssim": HIGHER}, ssim, "SSIM, Gaussian window 11 (NaN below 11 px)")
+register_measure("ms_ssim", {"ms_ssim": HIGHER}, ms_ssim,
                  "MS-SSIM, 5 scales, window shrunk for small images (NaN at 32 px or less)")
-register_measure("ciede2000", {"ciede2000": False}, ciede2000, "mean CIEDE2000 over pixels (lower is better)")
+register_measure("ciede2000", {"ciede2000": LOWER}, ciede2000, "mean CIEDE2000 over pixels (lower is better)")

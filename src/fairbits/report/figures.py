@@ -97,16 +97,17 @@ def group_counts_figure(counts: dict[str, pd.Series]) -> Figure:
     return fig
 
 
-def rd_figure(summary: pd.DataFrame, measure: str, attribute: str, higher_is_better: bool = True) -> Figure:
+def rd_figure(summary: pd.DataFrame, measure: str, attribute: str, higher_is_better: bool | None = True) -> Figure:
     """Per-group rate-distortion curves: one panel per codec, one line per group.
 
     ``summary`` holds :func:`fairbits.bias.stats.group_summary` rows; x is the group's mean
-    bpp per setting, y the group mean with its CI as error bars.
+    bpp per setting, y the group mean with its CI as error bars. ``higher_is_better`` None
+    labels the axis as a signed value (a drift or a description).
     """
     sub = summary[(summary.measure == measure) & (summary.attribute == attribute)]
     codecs = list(dict.fromkeys(sub.codec))
     fig, axes = new_figure(len(codecs), sharey=True)
-    direction = "higher is better" if higher_is_better else "lower is better"
+    direction = {True: "higher is better", False: "lower is better", None: "signed"}[higher_is_better]
     for ax, codec in zip(axes, codecs):
         cs = sub[sub.codec == codec]
         for group, g in cs.groupby("group", sort=True):
@@ -131,7 +132,8 @@ def gap_figure(bias: pd.DataFrame, measure: str) -> Figure:
         for codec in dict.fromkeys(a.codec):
             c = a[a.codec == codec].sort_values("bpp_mean")
             _errbar(ax, c.bpp_mean, c.gap, c.gap_ci_low, c.gap_ci_high, text(codec))
-            sig = c[c.p_value < 0.05]
+            p = c.q_value if "q_value" in c.columns else c.p_value  # significant: q < 0.05
+            sig = c[p < 0.05]
             ax.scatter(sig.bpp_mean, sig.gap, s=70, facecolors="none", edgecolors="black", linewidths=0.8,
                        zorder=3)
         ax.set_title(f"gap across {text(attr)}", fontsize=10)
@@ -139,7 +141,7 @@ def gap_figure(bias: pd.DataFrame, measure: str) -> Figure:
         ax.set_ylabel(f"gap in {text(measure)}")
         ax.set_ylim(bottom=0)
         _style(ax)
-    figure_legend(fig, axes, "codec\n(circled: p < 0.05)")
+    figure_legend(fig, axes, "codec\n(circled: q < 0.05)")
     return fig
 
 

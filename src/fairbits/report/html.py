@@ -28,11 +28,13 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from fairbits.bias.stats import error_mask, read_stats, write_stats
+from fairbits.bias.fdr import SIGNIFICANCE
+from fairbits.bias.findings import findings_table, read_findings
+from fairbits.bias.kinds import DEGRADATION, DESCRIPTIVE, DRIFT, ColumnKind, resolve_kinds
+from fairbits.bias.stats import DEFAULT_MIN_GROUP_N, error_mask, read_stats, write_stats
 from fairbits.fileio import atomic_write_text
 from fairbits.report import figures as F
 
-SIGNIFICANCE = 0.05
 TOP_GAPS = 20
 MAX_ERROR_MESSAGES = 30
 
@@ -63,6 +65,25 @@ class ReportContext:
     pairwise: pd.DataFrame
     figures_dir: Path
     figure_files: list[Path] = field(default_factory=list)
+    findings: pd.DataFrame | None = None
+    kinds: dict[str, ColumnKind] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # the same resolution as the statistics (run.json's column_kinds first)
+        cols = [c for c in self.measures if c not in self.kinds]
+        self.kinds.update(resolve_kinds(cols, run_info=self.run_info))
+        if self.findings is None:  # tables from before findings.csv existed have no kind: no findings
+            self.findings = findings_table(self.bias)
+
+    def kind(self, column: str) -> ColumnKind:
+        """The kind of a column (descriptive when nothing declares it)."""
+        if column not in self.kinds:
+            self.kinds[column] = resolve_kinds([column], run_info=self.run_info)[column]
+        return self.kinds[column]
+
+    @property
+    def min_group_n(self) -> int:
+        return int((self.run_info.get("spec") or {}).get("min_group_n", DEFAULT_MIN_GROUP_N))
 
     def figure(self, fig, name: str, caption: str = "") -> str:
         """Save ``fig`` as ``figures/<name>.png`` and return an ``<figure>`` embedding it."""
@@ -146,16 +167,17 @@ def table(df: pd.DataFrame, columns: Sequence[tuple[str, str]] | None = None, *,
             + "".join(body) + "</tbody></table></div>")
 
 
-def _direction(measure: str, ctx: ReportContext | None = None) -> bool:
-    """Higher-is-better of a column: as recorded in run.json, else the measure registry."""
-    recorded = (ctx.run_info.get("directions") or {}) if ctx is not None else {}
-    if measure in recorded:
-        return bool(recorded[measure])
-    from fairbits.measures.base import higher_is_better
-    try:
-        return higher_is_better(measure)
-    except ImportError:
-        return True
+def _direction(measure: str, ctx: ReportContext | None = None) -> bool | None:
+    """Higher-is-better of a degradation column; None for drift and descriptive columns."""
+    kind = ctx.kind(measure) if ctx is not None else resolve_kinds([measure])[measure]
+    return kind.higher_is_better
+
+
+def kind_label(kind: ColumnKind) -> str:
+    """How a column reads: "higher is better", "lower is better", "signed change, 0 is ideal", "descriptive"."""
+    if kind.kind == DEGRADATION:
+        return "higher is better" if kind.higher_is_better else "lower is better"
+    return "signed change, 0 is ideal" if kind.kind == DRIFT else "descriptive"
 
 
 def _ci(lo, hi) -> str:
@@ -242,67 +264,132 @@ def composition_section(ctx: ReportContext) -> Section:
 
 
 def rd_section(ctx: ReportContext) -> Section | None:
-    """Per-group rate-distortion curves: one figure per measure and attribute, a panel per codec."""
+    """Per-group rate-distortion curves of the pixel measures that are not descriptive: one
+    figure per measure and attribute, a panel per codec."""
     parts = []
-    for m in (m for m in ctx.pixel_measures if m != "bpp"):
-        hib = _direction(m, ctx)
-        parts.append(f"<h3>{esc(m)} <span class='muted'>({'higher' if hib else 'lower'} is better)</span></h3>")
+    for m in (m for m in ctx.pixel_measures if ctx.kind(m).kind != DESCRIPTIVE):
+        parts.append(f"<h3>{esc(m)} <span class='muted'>({esc(kind_label(ctx.kind(m)))})</span></h3>")
         for a in ctx.attributes:
             if not ((ctx.summary.measure == m) & (ctx.summary.attribute == a)).any():
                 continue
-            fig = F.rd_figure(ctx.summary, m, a, hib)
-            parts.append(ctx.figure(fig, f"rd_{m}_{a}", f"{m} per {a}: group means with 95% bootstrap CIs"))
+            fig = F.rd_figure(ctx.summary, m, a, _direction(m, ctx))
+            parts.append(ctx.figure(fig, f"rd_{m}_{a}", f"{m} per {a}: group means with 95% confidence intervals"))
     if not parts:
         return None
     intro = ("<p>For each codec, every line is one group: x is the group's mean bits per pixel at a "
-             "setting, y the group's mean score, error bars the bootstrap confidence interval.</p>")
+             "setting, y the group's mean score, error bars the 95% confidence interval of the mean.</p>")
     return Section("Rate–distortion curves per group", intro + "".join(parts), "rd")
 
 
 def gap_section(ctx: ReportContext) -> Section | None:
-    """Gap (max − min group mean) versus bpp per measure, one line per codec."""
+    """Gap (max − min group mean) versus bpp per pixel degradation or drift, one line per codec."""
     parts = []
-    for m in ctx.pixel_measures:
+    for m in (m for m in ctx.pixel_measures if ctx.kind(m).kind != DESCRIPTIVE):
         sub = ctx.bias[(ctx.bias.measure == m) & (ctx.bias.n_groups >= 2)]
         if sub.empty:
             continue
         parts.append(f"<h3>{esc(m)}</h3>")
         parts.append(ctx.figure(F.gap_figure(ctx.bias, m), f"gap_{m}",
-                                f"Gap in {m} between the best and worst group, with 95% bootstrap CIs"))
+                                f"Gap in {m} between the groups with the highest and lowest mean, with 95% "
+                                "bootstrap CIs"))
     if not parts:
         return None
     intro = ("<p>The gap is the largest difference between group means in a cell (codec, setting). "
-             "Circled points have a permutation p-value below 0.05.</p>")
+             f"Circled points are significant: Benjamini–Hochberg q-value below {SIGNIFICANCE}.</p>")
     return Section("Gap versus bit rate", intro + "".join(parts), "gaps")
 
 
-BIAS_DISPLAY = [("measure", "measure"), ("attribute", "attribute"), ("codec", "codec"), ("setting", "setting"),
-                ("bpp_mean", "bpp"), ("gap", "gap"), ("gap_ci", "95% CI"), ("rel_gap_pct", "gap/mean %"),
-                ("worst_group", "worst group"), ("best_group", "best group"), ("p_value", "p"),
-                ("n_groups", "groups"), ("n", "n")]
+BIAS_DISPLAY = [("measure", "measure"), ("kind", "kind"), ("attribute", "attribute"), ("codec", "codec"),
+                ("setting", "setting"), ("bpp_mean", "bpp"), ("gap", "gap"), ("gap_ci", "95% CI"),
+                ("effect_size", "gap / SD"), ("worst_group", "worst group"), ("best_group", "best group"),
+                ("p_value", "p"), ("q_value", "q"), ("n_groups", "groups"), ("n", "n"), ("note", "note")]
+FINDINGS_DISPLAY = [("measure", "measure"), ("kind", "kind"), ("attribute", "attribute"), ("codec", "codec"),
+                    ("setting", "setting"), ("bpp_mean", "bpp"), ("gap", "gap"), ("gap_ci", "95% CI"),
+                    ("effect_size", "gap / SD"), ("worst", "worst group (mean)"), ("best", "best group (mean)"),
+                    ("p_value", "p"), ("q_value", "q")]
 
 
 def _bias_display(bias: pd.DataFrame) -> pd.DataFrame:
+    """A bias or findings table with display columns: ``gap_ci`` and worst/best with their means."""
     out = bias.copy()
+    for c in ("kind", "q_value", "effect_size", "note", "worst_mean", "best_mean"):
+        if c not in out.columns:
+            out[c] = np.nan if c not in ("kind", "note") else ""
+    out["note"] = out["note"].fillna("")
     out["gap_ci"] = [_ci(lo, hi) for lo, hi in zip(out.gap_ci_low, out.gap_ci_high)]
-    out["rel_gap_pct"] = 100 * out["rel_gap"]
+    for side in ("worst", "best"):
+        out[side] = [f"{fmt(g)} ({fmt(m)})" if isinstance(g, str) and g else "–"
+                     for g, m in zip(out[f"{side}_group"], out[f"{side}_mean"])]
     return out
 
 
+def small_groups_note(ctx: ReportContext) -> str:
+    """A paragraph naming the groups left out of gaps and tests for having too few images ('' if none)."""
+    s = ctx.summary
+    if "below_min_n" not in s.columns:
+        return ""
+    small = s[s["below_min_n"].astype(str).str.lower() == "true"]
+    if small.empty:
+        return ""
+    spans = small.groupby(["attribute", "group"], sort=True)["n"].agg(["min", "max"])
+    items = ", ".join(f"{esc(a)} = <b>{esc(g)}</b> (n = {lo}{'' if lo == hi else f'–{hi}'})"
+                      for (a, g), (lo, hi) in spans.iterrows())
+    return (f"<p class='note'>Groups with fewer than {ctx.min_group_n} usable images are shown per group but "
+            f"left out of every gap, worst/best group and test: {items}. A cell with fewer than two groups of "
+            f"enough images has no gap (set <code>min_group_n</code> in the spec to change the minimum).</p>")
+
+
 def significant_section(ctx: ReportContext) -> Section:
-    """Largest significant gaps (p < 0.05) ranked by gap relative to the mean; full table folded."""
-    b = _bias_display(ctx.bias)
-    sig = b[(b.p_value < SIGNIFICANCE) & (b.n_groups >= 2)].sort_values(["rel_gap", "gap"], ascending=False)
-    parts = [f"<p>Cells whose permutation p-value is below {SIGNIFICANCE}, ranked by the gap relative to the "
-             f"pooled mean of the measure in that cell (so measures in different units compare); at most "
-             f"{TOP_GAPS} rows. {len(sig)} of {int((b.n_groups >= 2).sum())} tested cells are significant. "
-             "No correction for multiple tests is applied.</p>"]
+    """The headline: significant rows of findings.csv (degradation and drift only, q < 0.05),
+    ranked by effect size; the full bias table folded below."""
+    f = _bias_display(ctx.findings)
+    tested = int(pd.to_numeric(f["p_value"], errors="coerce").notna().sum()) if len(f) else 0
+    sig = f[f["significant"].astype(bool)] if len(f) else f
+    parts = [f"<p>Degradations (what coding did to the image) and drifts (signed changes, where the worst "
+             f"group moved most) whose Benjamini–Hochberg q-value is below {SIGNIFICANCE}, over all {tested} "
+             f"tests of degradation and drift columns in this run; ranked by the standardised effect size, the "
+             f"gap over the pooled within-group standard deviation; at most {TOP_GAPS} rows. "
+             f"<b>{len(sig)} of {tested}</b> are significant. Descriptive columns (properties of the originals or "
+             "of the reconstructions alone) are never ranked here; see "
+             "<a href='#descriptive'>Dataset and reconstructions</a>. From <code>findings.csv</code>.</p>",
+             small_groups_note(ctx)]
     if sig.empty:
         parts.append("<p><b>No significant gap.</b></p>")
     else:
-        parts.append(table(sig.head(TOP_GAPS), [c for c in BIAS_DISPLAY if c[0] != "n_groups"]))
-    parts.append(f"<details><summary>Full bias table ({len(b)} rows)</summary>{table(b, BIAS_DISPLAY)}</details>")
+        parts.append(table(sig.head(TOP_GAPS), FINDINGS_DISPLAY))
+    b = _bias_display(ctx.bias)
+    parts.append(f"<details><summary>Full bias table ({len(b)} rows, every kind)</summary>"
+                 f"{table(b, BIAS_DISPLAY)}</details>")
     return Section("Largest significant gaps", "".join(parts), "significant")
+
+
+def descriptive_section(ctx: ReportContext) -> Section | None:
+    """Descriptive columns per group (originals, reconstructions, predictions, rates), not ranked."""
+    cols = [m for m in ctx.measures if ctx.kind(m).kind == DESCRIPTIVE]
+    s = ctx.summary[ctx.summary.measure.isin(cols)]
+    if s.empty:
+        return None
+    rows = []
+    for m in cols:
+        sm = s[s.measure == m]
+        if sm.empty:
+            continue
+        if m.endswith("_orig") or m == "face_found":  # the originals are the same in every cell: show one
+            first = sm.iloc[0][["codec", "setting"]].tolist()
+            sm = sm[(sm.codec == first[0]) & (sm.setting == first[1])].assign(codec="(originals)", setting="")
+        rows.append(sm)
+    shown = pd.concat(rows, ignore_index=True)
+    shown["ci"] = [_ci(lo, hi) for lo, hi in zip(shown.ci_low, shown.ci_high)]
+    parts = ["<p>Properties of the images rather than of what coding did to them: the originals' skin tone "
+             "and features, the same read on the reconstructions, classifiers' predictions and their accuracy "
+             "on originals (the classifier's own bias), the rate each group gets. Group differences here "
+             "describe the dataset and are not ranked as bias; columns measured on originals are shown once.</p>",
+             "<details><summary>Descriptive columns per group "
+             f"({len(cols)} columns)</summary>",
+             table(shown, [("measure", "column"), ("attribute", "attribute"), ("group", "group"),
+                           ("codec", "codec"), ("setting", "setting"), ("n", "n"), ("mean", "mean"),
+                           ("ci", "95% CI")]), "</details>"]
+    return Section("Dataset and reconstructions", "".join(parts), "descriptive")
 
 
 def reading_section(ctx: ReportContext) -> Section:
@@ -310,16 +397,25 @@ def reading_section(ctx: ReportContext) -> Section:
     n_boot = ctx.run_info.get("n_boot", 1000)
     n_perm = ctx.run_info.get("n_perm", 1000)
     text = f"""<div class="note"><ul>
-<li><b>Gap</b>: the difference between the highest and the lowest group mean of a measure in one cell
-(codec and setting). The <b>worst group</b> has the lowest mean when higher is better (PSNR, SSIM) and the
-highest when lower is better (CIEDE2000, bpp). <b>Ratio</b> (in the CSV) is lowest / highest mean.</li>
-<li><b>Confidence intervals</b> are 95% percentile bootstrap intervals from {esc(fmt(n_boot))} resamples of
-images within each group. The gap's interval leans upwards (a maximum of noisy means), so judge
-significance by the p-value.</li>
+<li><b>Kinds of columns.</b> A <i>degradation</i> is what the system did to the image, with a direction
+(PSNR: higher is better; ΔE, flips, classifier loss on reconstructions: lower is better). A <i>drift</i> is a
+signed change where 0 is ideal (ΔITA°, Δage). A <i>descriptive</i> column is a property of the original or of
+the reconstruction alone (ITA° of the original, predicted classes, the classifier's accuracy on originals).
+Only degradations and drifts are tested and ranked.</li>
+<li><b>Gap</b>: the difference between the highest and the lowest group mean of a column in one cell (codec
+and setting). The <b>worst group</b> of a degradation has the lowest mean when higher is better and the highest
+when lower is better; for a drift it is the group that moved most (largest absolute mean change). <b>gap / SD</b>
+is the gap over the pooled within-group standard deviation: a unit-free effect size that ranks the findings.
+<b>Ratio</b> (in the CSV) is lowest / highest mean.</li>
+<li><b>Confidence intervals</b> of group means are Wilson score intervals for rates (0/1 columns) and
+studentized bootstrap intervals otherwise ({esc(fmt(n_boot))} resamples of images within each group), which
+keep their coverage on skewed measures; the gap's interval is a percentile bootstrap interval and leans
+upwards (a maximum of noisy means), so judge significance by the q-value.</li>
 <li><b>p-values</b> come from a permutation test of the hypothesis that all groups are equal
-({esc(fmt(n_perm))} shuffles of the group labels within the cell). They are not corrected for the many cells
-tested.</li>
-<li>Images with an error, and missing or infinite scores, are left out of that measure; <i>n</i> counts the
+({esc(fmt(n_perm))} shuffles of the group labels within the cell); <b>q-values</b> correct them for the many
+tests of the run (Benjamini–Hochberg false discovery rate). Significant means q &lt; {SIGNIFICANCE}.</li>
+<li>Groups with fewer than {ctx.min_group_n} usable images are shown per group but left out of gaps and tests.
+Images with an error, and missing or infinite scores, are left out of that measure; <i>n</i> counts the
 images used.</li>
 <li>Pixel fidelity measures can miss bias that matters for people: a codec may keep PSNR equal across
 groups and still shift skin tone or facial features. Phenotype and identity measures are separate
@@ -328,8 +424,8 @@ analyses.</li>
     return Section("How to read this report", text, "reading")
 
 
-DEFAULT_SECTIONS: list[SectionBuilder] = [composition_section, rd_section, gap_section, significant_section,
-                                          reading_section]
+DEFAULT_SECTIONS: list[SectionBuilder] = [composition_section, significant_section, rd_section, gap_section,
+                                          descriptive_section, reading_section]
 
 
 # --------------------------------------------------------------------------- page
@@ -342,8 +438,9 @@ def _page(header: str, sections: Sequence[Section], footer: str, title: str) -> 
 
 
 def _load_stats(run_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The run's summary/bias/pairwise CSVs, written first with :func:`write_stats` if any is missing."""
-    if not all((run_dir / f"{n}.csv").is_file() for n in ("summary", "bias", "pairwise")):
+    """The run's summary/bias/pairwise CSVs, written first with :func:`write_stats` if any
+    (or ``findings.csv``) is missing."""
+    if not all((run_dir / f"{n}.csv").is_file() for n in ("summary", "bias", "pairwise", "findings")):
         write_stats(run_dir, results)
     return read_stats(run_dir)
 
@@ -356,19 +453,22 @@ def render_report(run_dir: str | Path, results: pd.DataFrame, manifest: pd.DataF
     """Write ``run_dir/report.html`` (and ``run_dir/figures/*.png``) from the given tables.
 
     Missing ``summary``/``bias``/``pairwise`` are read from the run's CSVs (computed and
-    written first when absent). ``sections`` replaces :data:`DEFAULT_SECTIONS`;
+    written first when absent), ``findings.csv`` with them; given tables are used as they
+    are (the findings are then derived from ``bias``). ``sections`` replaces :data:`DEFAULT_SECTIONS`;
     ``extra_sections`` (builders or ready :class:`Section` objects) are appended in order.
     Returns the report's path.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    findings = None
     if summary is None or bias is None or pairwise is None:
         s, b, p = _load_stats(run_dir, results)
+        findings = read_findings(run_dir) if bias is None else None
         summary = s if summary is None else summary
         bias = b if bias is None else bias
         pairwise = p if pairwise is None else pairwise
     ctx = ReportContext(run_dir, results, manifest if manifest is not None else pd.DataFrame(), run_info or {},
-                        summary, bias, pairwise, run_dir / "figures")
+                        summary, bias, pairwise, run_dir / "figures", findings=findings)
     built = []
     for item in [*(sections if sections is not None else _builtin_sections()), *extra_sections]:
         section = item if isinstance(item, Section) else item(ctx)

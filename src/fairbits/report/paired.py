@@ -34,9 +34,12 @@ def paired_section(ctx: ReportContext) -> Section | None:
     paired = pd.read_csv(path, dtype={"group_a": str, "group_b": str, "attribute": str, "setting": str})
     if paired.empty:
         return None
+    if "q_value" not in paired.columns:  # written before q-values existed
+        paired["q_value"] = np.nan
     parts = ["<p>Each pair is the same face with one attribute changed; the effect is the mean over pairs of "
              "(score with the second value − score with the first), with a 95% bootstrap CI over pairs and a "
-             "sign-flip permutation p-value. Pairing removes what the two images share, so this is the effect "
+             "sign-flip permutation p-value; the q-value corrects it with every other test of the run (Benjamini–Hochberg), "
+             "significant when below 0.05. Pairing removes what the two images share, so this is the effect "
              "of the attribute alone.</p>"]
     for attr in dict.fromkeys(paired.attribute):
         parts.append(f"<h3>{esc(attr)}</h3>")
@@ -46,5 +49,5 @@ def paired_section(ctx: ReportContext) -> Section | None:
     parts.append(table(shown, [("attribute", "attribute"), ("codec", "codec"), ("setting", "setting"),
                                ("measure", "measure"), ("group_a", "a"), ("group_b", "b"), ("n_pairs", "pairs"),
                                ("mean_a", "mean a"), ("mean_b", "mean b"), ("effect", "effect b − a"),
-                               ("ci", "95% CI"), ("p_value", "p")]))
+                               ("ci", "95% CI"), ("p_value", "p"), ("q_value", "q")]))
     return Section("Paired (counterfactual) effects", "".join(parts), "paired")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pandas as pd
 
 from fairbits.report import figures as F
-from fairbits.report.html import (BIAS_DISPLAY, SIGNIFICANCE, ReportContext, Section, _bias_display, _direction,
-                                  _image_groups, esc, fmt, table)
+from fairbits.bias.kinds import DRIFT
+from fairbits.report.html import (FINDINGS_DISPLAY, ReportContext, Section, _bias_display, _direction, _image_groups,
+                                  esc, fmt, table)
 
 # Face columns drawn per group against bpp, in this order, when the run has them.
 HEADLINE = ("delta_ita", "delta_e_skin", "monk_changed", "identity_cos", "identity_nonmatch", "landmark_nme")
-SIGNED = ("delta_ita",)  # drawn without a better/worse direction
 CAPTIONS = {
     "delta_ita": "ITA° drift of the skin (positive: came back lighter)",
     "delta_e_skin": "ΔE2000 of the mean skin colour",
@@ -43,7 +43,7 @@ def _curves(ctx: ReportContext, columns) -> list[str]:
         for a in ctx.attributes:
             if ((ctx.summary.measure == col) & (ctx.summary.attribute == a)).any():
                 fig = F.rd_figure(ctx.summary, col, a, _direction(col, ctx))
-                if col in SIGNED:
+                if ctx.kind(col).kind == DRIFT:  # drawn without a better/worse direction
                     fig.axes[0].set_ylabel(f"{col} (recon − orig, signed)")
                 parts.append(ctx.figure(fig, f"face_{col}_{a}", f"{CAPTIONS.get(col, col)}, per {a}"))
     return parts
@@ -100,8 +100,9 @@ def phenotype_section(ctx: ReportContext) -> Section | None:
                      "originals would match.</p>")
     parts += _curves(ctx, [*HEADLINE, *flips])
     parts += attribution_part(ctx)
-    b = _bias_display(ctx.bias[ctx.bias.measure.isin(ctx.face_columns)])
-    sig = b[(b.p_value < SIGNIFICANCE) & (b.n_groups >= 2)].sort_values(["rel_gap", "gap"], ascending=False)
-    parts.append(f"<details><summary>Face-measure gaps ({len(sig)} significant of {len(b)})</summary>"
-                 + table(sig if len(sig) else b, BIAS_DISPLAY) + "</details>")
+    f = _bias_display(ctx.findings[ctx.findings.measure.isin(ctx.face_columns)])
+    sig = f[f["significant"].astype(bool)]
+    parts.append(f"<details><summary>Face-measure findings ({len(sig)} significant of {len(f)} degradations and "
+                 "drifts, q &lt; 0.05, ranked by gap / SD)</summary>"
+                 + table(sig if len(sig) else f, FINDINGS_DISPLAY) + "</details>")
     return Section("Phenotype, identity and face analysis", "".join(parts), "phenotype")

@@ -13,6 +13,8 @@ def bias_vs_realism_figure(realism: pd.DataFrame, bias: pd.DataFrame, attribute:
     """One panel per measure: x = Fréchet distance of the cell (all images), y = the cell's gap."""
     overall = realism[(realism["group"] == "all") & (realism["attribute"] == realism["attribute"].iloc[0])]
     b = bias[(bias["attribute"] == attribute) & (bias["measure"] != "bpp")]
+    if "kind" in b.columns:  # bias is what coding did: descriptive columns are not drawn
+        b = b[b["kind"].isin(["degradation", "drift"])]
     merged = b.merge(overall[["codec", "setting", "fd"]], on=["codec", "setting"], how="inner")
     measures = list(dict.fromkeys(merged["measure"]))
     fig, axes = F.new_figure(len(measures))

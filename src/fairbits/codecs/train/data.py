@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from fairbits.codecs.train.config import TrainConfig
-from fairbits.data.images import fit_size, load_rgb
+from fairbits.data.images import fit_size, load_original
 from fairbits.errors import CodecUnavailable, DatasetError, ImageError, SpecError
 from fairbits.spec import DatasetSpec
 
@@ -130,7 +130,7 @@ class ImageSource:
 
     def _read(self, i: int) -> np.ndarray:
         try:
-            return fit_size(load_rgb(self.paths[i], self.max_pixels), self.size)
+            return load_original(self.paths[i], max_pixels=self.max_pixels, size=self.size, min_side=1)
         except ImageError as e:
             raise DatasetError(f"training image {self.paths[i]} cannot be used: {e}") from None
 
@@ -177,16 +177,7 @@ class ImageSource:
 def fit_mask(mask: np.ndarray, size: int | None) -> np.ndarray:
     """:func:`~fairbits.data.images.fit_size` for a label image ``(H, W)``: same resize and
     centre crop, nearest-neighbour so that codes stay codes."""
-    if size is None:
-        return mask
-    h, w = mask.shape[:2]
-    if (h, w) == (size, size):
-        return mask
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    im = Image.fromarray(mask).resize((nw, nh), Image.Resampling.NEAREST)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return np.asarray(im.crop((left, top, left + size, top + size))).copy()
+    return fit_size(mask, size, Image.Resampling.NEAREST)
 
 
 class SkinMasks:
