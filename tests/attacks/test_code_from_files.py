@@ -267,3 +267,16 @@ def test_an_eps_named_as_png_never_reaches_ghostscript(tmp_path, monkeypatch):
     with pytest.raises(ImageError, match="not a recognised image format"):
         load_rgb(tmp_path / "x.png")
     assert len(calls) == 1
+
+
+def test_a_checkpoint_asking_for_huge_widths_is_refused_before_building(tmp_path):
+    import torch
+
+    from fairbits.codecs.checkpoints import FORMAT, load_checkpoint
+    from fairbits.errors import SpecError
+
+    path = tmp_path / "wide.pt"
+    torch.save({"format": FORMAT, "arch": "bmshj2018-hyperprior", "N": 200_000, "M": 200_000,
+                "state_dict": {}, "meta": {}}, path)
+    with pytest.raises(SpecError, match="channel widths"):
+        load_checkpoint(path, arch="bmshj2018-hyperprior")

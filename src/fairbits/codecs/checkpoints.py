@@ -82,6 +82,9 @@ def _needs_update(model: nn.Module) -> bool:
     return False
 
 
+MAX_WIDTH = 1024  # channel widths a checkpoint may ask for (CompressAI's largest models use 320)
+
+
 def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict]:
     """Load a fairbits checkpoint or a CompressAI state dict → ``(model in eval mode, meta)``.
 
@@ -105,7 +108,11 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Modul
         if arch is not None and obj["arch"] != arch:
             raise SpecError(f"checkpoint {path} is for {obj['arch']!r}, not {arch!r}")
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
-        model = build_model(obj["arch"], int(obj["N"]), int(obj["M"]))
+        widths = obj.get("N"), obj.get("M")
+        if not all(isinstance(w, int) and 1 <= w <= MAX_WIDTH for w in widths):
+            raise SpecError(f"checkpoint {path} gives channel widths N, M = {widths}; fairbits builds "
+                            f"models only with whole widths from 1 to {MAX_WIDTH}")
+        model = build_model(obj["arch"], *widths)
         model.load_state_dict(state)
         meta = dict(obj.get("meta") or {})
         meta.setdefault("arch", obj["arch"])
