@@ -85,7 +85,7 @@ def test_statistics_identity_threshold_attribution_and_report(run):
     html = (run / "report.html").read_text()
     assert 'id="phenotype"' in html and "Faces found" in html and "attribution" in html.lower()
     run_info = json.loads((run / "run.json").read_text())
-    assert "identity_cos" in run_info["face_columns"] and run_info["directions"]["delta_e_skin"] is False
+    assert "identity_cos" in run_info["face_columns"] and run_info["column_kinds"]["delta_e_skin"] == {"kind": "degradation", "higher_is_better": False}
 
 
 def test_resume_reuses_the_face_analyses(run, dataset, phenotype_model):

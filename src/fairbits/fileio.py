@@ -51,6 +51,14 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     return path
 
 
+def next_part(folder: str | Path, suffix: str) -> Path:
+    """``folder/part-NNNNNN<suffix>``, numbered one past the highest existing part (parts
+    are appended, never renumbered, so a part set aside leaves a gap and no clash)."""
+    parts = sorted(Path(folder).glob(f"part-*{suffix}"))
+    n = int(parts[-1].name[len("part-"):-len(suffix)]) + 1 if parts else 0
+    return Path(folder) / f"part-{n:06d}{suffix}"
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

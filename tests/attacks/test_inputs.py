@@ -195,12 +195,18 @@ def test_a_fifo_named_as_an_image_never_blocks(tmp_path):
             load_rgb("/dev/zero")
 
 
+def _dataset_with_fifo(root: Path, n_per_group: int) -> Path:
+    """A CSV dataset whose labels also list ``img/pipe.png``, a FIFO (group ``b``)."""
+    csv = write_csv_dataset(root, n_per_group=n_per_group)
+    os.mkfifo(root / "img" / "pipe.png")
+    labels = pd.concat([pd.read_csv(csv), pd.DataFrame({"path": ["img/pipe.png"], "grp": ["b"]})])
+    labels.to_csv(csv, index=False)
+    return csv
+
+
 @pytest.mark.timeout(20)
 def test_a_fifo_in_a_dataset_gets_no_checksum(tmp_path):
-    csv = write_csv_dataset(tmp_path / "d", n_per_group=1)
-    os.mkfifo(tmp_path / "d" / "img" / "pipe.png")
-    labels = pd.concat([pd.read_csv(csv), pd.DataFrame({"path": ["img/pipe.png"], "grp": ["a"]})])
-    labels.to_csv(csv, index=False)
+    csv = _dataset_with_fifo(tmp_path / "d", n_per_group=1)
     m = build_manifest("csv", csv).set_index("image_id")
     assert m.loc["img/pipe", "checksum"] is None
     assert m.drop(index="img/pipe")["checksum"].str.len().eq(64).all()
@@ -209,10 +215,7 @@ def test_a_fifo_in_a_dataset_gets_no_checksum(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_fifo_in_an_audit_is_an_error_row(tmp_path):
-    csv = write_csv_dataset(tmp_path / "d", n_per_group=2)
-    os.mkfifo(tmp_path / "d" / "img" / "pipe.png")
-    labels = pd.concat([pd.read_csv(csv), pd.DataFrame({"path": ["img/pipe.png"], "grp": ["b"]})])
-    labels.to_csv(csv, index=False)
+    csv = _dataset_with_fifo(tmp_path / "d", n_per_group=2)
     run = run_audit(parse_spec(_spec(csv)), tmp_path / "run", progress=False, report=False)
     df = fairbits.load_results(run).set_index("image_id")
     assert df.loc["img/pipe", "error"] == "not a regular file: a FIFO"

@@ -28,6 +28,7 @@ import torch
 
 from fairbits.audit.store import RunStore, write_parquet
 from fairbits.errors import FairbitsWarning
+from fairbits.fileio import next_part
 from fairbits.face.analysis import MASK_NAMES, N_LANDMARKS, empty_masks, region_masks
 
 EMBED_DIM = 128
@@ -147,9 +148,7 @@ class FaceCache:
                 new.append(rec.to_row(key, i))
             out[i] = rec
         if new:
-            parts = sorted(self.dir.glob("part-*.parquet"))
-            n = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
-            write_parquet(pd.DataFrame(new), self.dir / f"part-{n:06d}.parquet")
+            write_parquet(pd.DataFrame(new), next_part(self.dir, ".parquet"))
         return out
 
 

@@ -86,11 +86,11 @@ def compare_manifests(old: pd.DataFrame, new: pd.DataFrame) -> ManifestChange:
     moved = a.fillna("missing") != b.fillna("missing")
     ch.changed_bytes = [f"{i} ({n.at[i, 'path']})" for i in a.index[moved]]
     labels = [c for c in dict.fromkeys([*o.columns, *n.columns]) if c not in MANIFEST_COLUMNS]
+    x = o.reindex(index=both, columns=labels).astype("string")  # a column one side lacks: all <NA>
+    y = n.reindex(index=both, columns=labels).astype("string")
+    differ = x.fillna("\0") != y.fillna("\0")
     for col in labels:
-        x = o.loc[both, col].astype("string") if col in o.columns else pd.Series(pd.NA, index=both, dtype="string")
-        y = n.loc[both, col].astype("string") if col in n.columns else pd.Series(pd.NA, index=both, dtype="string")
-        differ = (x.fillna("\0") != y.fillna("\0"))
-        ch.relabelled += [f"{i}: {col} {x[i]!s} → {y[i]!s}" for i in x.index[differ]]
+        ch.relabelled += [f"{i}: {col} {x.at[i, col]!s} → {y.at[i, col]!s}" for i in x.index[differ[col]]]
     return ch
 
 

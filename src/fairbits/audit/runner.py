@@ -49,14 +49,6 @@ def measure_columns(measures: list[Measure]) -> list[str]:
     return cols
 
 
-def _directions(measures: list[Measure]) -> dict[str, bool]:
-    """``{column: higher_is_better}`` of the degradation columns (``run.json``'s
-    ``directions``; the full record of every column's kind is ``column_kinds``)."""
-    from fairbits.measures.base import DEGRADATION, measure_kinds
-
-    return {c: k.higher_is_better for c, k in measure_kinds(measures).items() if k.kind == DEGRADATION}
-
-
 def _config(plan: AuditPlan) -> dict:
     """What a run's rows depend on besides the images: dataset options, measures, seed."""
     return {"dataset": plan.spec.dataset.model_dump(mode="json"), "measures": plan.measures,
@@ -68,19 +60,19 @@ def run_info(plan: AuditPlan) -> dict:
     (and direction) so ``fairbits report`` works from the stored rows alone."""
     from fairbits.measures.base import measure_kinds
 
+    config = _config(plan)
     return {
         "fairbits_version": __version__,
         "name": plan.spec.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": config_fingerprint(_config(plan)),
-        "config": _config(plan),
+        "fingerprint": config_fingerprint(config),
+        "config": config,
         "dataset": str(plan.spec.dataset.path),
         "n_images": len(plan.manifest),
         "groups": plan.spec.group_columns,
         "measure_names": plan.measures,
         "realism": plan.realism,
         "measures": measure_columns(plan.measure_set),
-        "directions": _directions(plan.measure_set),
         "column_kinds": {c: k.to_dict() for c, k in measure_kinds(plan.measure_set).items()},
         "face_columns": [c for c in measure_columns(plan.measure_set)
                          if c == "face_found" or any(c in m.columns for m in plan.measure_set if m.needs_faces)],
@@ -362,7 +354,7 @@ def rebuild_report(run_dir: str | Path) -> Path:
 def finish_report(run_dir: str | Path) -> Path:
     """Bias statistics and the HTML report from the stored rows (``fairbits report``)."""
     from fairbits.audit.store import load_results
-    from fairbits.bias.stats import write_stats
+    from fairbits.bias.stats import run_min_group_n, write_stats
     from fairbits.measures.realism import write_realism
     from fairbits.report.html import render_report
 
@@ -383,7 +375,7 @@ def finish_report(run_dir: str | Path) -> Path:
                                         fmr=info.get("spec", {}).get("identity_fmr", 1e-3))
         measures.append("identity_nonmatch")
     # summary, bias, pairwise, findings and (with pairs) paired, q-values over all tests
-    min_group_n = (info.get("spec") or {}).get("min_group_n", 10)
+    min_group_n = run_min_group_n(info)
     write_stats(run_dir, results, measures=measures, min_group_n=min_group_n)
     from fairbits.bias.attribution import write_attribution
 

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from fairbits.audit.lock import LOCK_NAME
 from fairbits.data.manifest import read_manifest_file, write_manifest
 from fairbits.errors import FairbitsError
-from fairbits.fileio import atomic_write, atomic_write_text
+from fairbits.fileio import atomic_write, atomic_write_text, next_part
 
 RESULT_KEY = ("image_id", "codec", "setting")
 
@@ -182,9 +182,7 @@ class RunStore:
 
     def append(self, cell_id: str, rows: pd.DataFrame) -> Path:
         """Write ``rows`` as the next part of the cell, atomically."""
-        existing = self.parts(cell_id)
-        n = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-        path = self.cell_dir(cell_id) / f"part-{n:06d}.parquet"
+        path = next_part(self.cell_dir(cell_id), ".parquet")
         write_parquet(rows, path)
         return path
 

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from fairbits.errors import FairbitsError
-from fairbits.fileio import atomic_write
+from fairbits.fileio import atomic_write, next_part
 from fairbits.seeding import keyed_seed
 
 REALISM_COLUMNS = ("fd", "kid")
@@ -333,9 +333,8 @@ class FeatureStore:
         f = np.asarray(feats, dtype=np.float32)
         if f.ndim != 2 or len(f) != len(ids):
             raise ValueError(f"feats must be (len(image_ids), d); got {f.shape} for {len(ids)} ids")
-        existing = self.parts(key)
-        n = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-        path = self.key_dir(key) / f"part-{n:06d}.npz"
+        path = next_part(self.key_dir(key), ".npz")
+
         def write(tmp):
             with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
                 np.savez(fh, ids=ids, feats=f)
