@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairbits.bias.stats import bootstrap_means, error_mask, percentile_interval
+from fairbits.bias.intervals import bootstrap_means, percentile_interval
+from fairbits.bias.stats import error_mask
 from fairbits.fileio import atomic_write
 from fairbits.seeding import keyed_seed
 

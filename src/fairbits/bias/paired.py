@@ -24,6 +24,7 @@ import pandas as pd
 
 from fairbits.bias.intervals import bootstrap_means, percentile_interval
 from fairbits.bias.kinds import ColumnKind, resolve_kinds
+from fairbits.bias.stats import error_mask, with_q_values
 from fairbits.fileio import atomic_write
 from fairbits.seeding import keyed_seed
 
@@ -64,8 +65,6 @@ def paired_table(results: pd.DataFrame, group_cols, measures, *, n_boot: int = 1
     """Paired effects (:data:`COLUMNS`) per cell, measure and group column; ``kinds`` as
     :func:`fairbits.bias.kinds.resolve_kinds` takes them (the declarations by default).
     ``q_value`` is NaN here (see the module docstring)."""
-    from fairbits.bias.stats import error_mask
-
     if PAIR_COLUMN not in results.columns:
         return pd.DataFrame(columns=COLUMNS)
     kinds = resolve_kinds([m for m in measures if m in results.columns], kinds=kinds)
@@ -92,8 +91,6 @@ def write_paired(run_dir: str | Path, results: pd.DataFrame, group_cols, measure
                  n_perm: int = 1000, seed: int = 0) -> Path | None:
     """Write ``paired.csv`` alone (q-values over its own tests) when the run's dataset has
     pairs; returns its path. A run's statistics write it with :func:`fairbits.bias.stats.write_stats`."""
-    from fairbits.bias.stats import with_q_values
-
     table = with_q_values(paired_table(results, group_cols, measures, n_boot=n_boot, n_perm=n_perm, seed=seed))[0]
     if table.empty:
         return None

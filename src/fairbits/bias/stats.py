@@ -62,8 +62,7 @@ import numpy as np
 import pandas as pd
 
 from fairbits.bias.fdr import bh_q_values
-from fairbits.bias.intervals import (_chunks, bootstrap_mean_sd, bootstrap_means, mean_interval,  # noqa: F401
-                                     percentile_interval)
+from fairbits.bias.intervals import _chunks, bootstrap_mean_sd, mean_interval, percentile_interval
 from fairbits.bias.kinds import DEGRADATION, DRIFT, ColumnKind, resolve_kinds
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.fileio import atomic_write
@@ -220,8 +219,8 @@ def _summary_rows(cells: Iterable[CellStats]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _worst_best(kind: ColumnKind, groups: list[str], means: np.ndarray) -> tuple[int | None, int | None]:
-    """Positions (into ``groups``/``means``) of the worst and best group for a column kind."""
+def _worst_best(kind: ColumnKind, means: np.ndarray) -> tuple[int | None, int | None]:
+    """Positions (into ``means``) of the worst and best group for a column kind."""
     if kind.kind == DEGRADATION:
         lowest, highest = int(np.argmin(means)), int(np.argmax(means))
         return (lowest, highest) if kind.higher_is_better else (highest, lowest)
@@ -274,12 +273,12 @@ def _bias_rows(cells: Iterable[CellStats], ci: float, kinds: Mapping[str, Column
             sd = _pooled_sd(c.n[e], c.sds[e])
             tol = 1e-12 * max(1.0, float(np.abs(means).max()))  # round-off, not a difference
             effect = 0.0 if gap <= tol else (float(gap / sd) if sd > tol else float("inf"))
-        w, b = _worst_best(kind, [c.groups[j] for j in e], means)
+        w, b = _worst_best(kind, means)
         worst, best = (None, None) if w is None else (c.groups[e[w]], c.groups[e[b]])
         wm, bm = (np.nan, np.nan) if w is None else (float(means[w]), float(means[b]))
         rows.append((*base, gap, float(lo[0]), float(hi[0]), ratio, worst, best, wm, bm, c.p_value, np.nan, effect,
                      len(e), n_used, pooled, rel, c.pooled_bpp, small, note))
-    return with_q_values(pd.DataFrame(rows, columns=BIAS_COLUMNS))[0]
+    return pd.DataFrame(rows, columns=BIAS_COLUMNS)  # q_value: set over the whole family by the caller
 
 
 def _pairwise_rows(cells: Iterable[CellStats], ci: float) -> pd.DataFrame:
@@ -324,10 +323,6 @@ def with_q_values(*tables: pd.DataFrame | None) -> tuple[pd.DataFrame | None, ..
     return tuple(out)
 
 
-def _kinds_for(measures: Sequence[str], kinds, directions) -> dict[str, ColumnKind]:
-    return resolve_kinds(measures, kinds=kinds, directions=directions)
-
-
 def group_summary(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, n_boot: int = 1000,
                   seed: int = 0, ci: float = 0.95, min_group_n: int = DEFAULT_MIN_GROUP_N) -> pd.DataFrame:
     """Mean, SD and CI of each measure per group and cell; columns :data:`SUMMARY_COLUMNS`.
@@ -360,7 +355,7 @@ def bias_table(results: pd.DataFrame, group_col: str, measures: Sequence[str], *
     """
     cells = _analyse(results, group_col, measures, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
                      min_group_n=min_group_n)
-    return _bias_rows(cells, ci, _kinds_for(measures, kinds, directions))
+    return with_q_values(_bias_rows(cells, ci, resolve_kinds(measures, kinds=kinds, directions=directions)))[0]
 
 
 def pairwise_gaps(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, n_boot: int = 1000,
@@ -383,7 +378,7 @@ def summarize_run(results: pd.DataFrame, group_cols: Sequence[str], measures: Se
     functions separately; the tables are identical to theirs, except that ``q_value``
     is computed over every attribute's tests together.
     """
-    resolved = _kinds_for(measures, kinds, directions)
+    resolved = resolve_kinds(measures, kinds=kinds, directions=directions)
     summaries, biases, pairs = [], [], []
     for col in group_cols:
         cells = _analyse(results, col, measures, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,

@@ -31,7 +31,7 @@ import pandas as pd
 from fairbits.bias.fdr import SIGNIFICANCE
 from fairbits.bias.findings import findings_table, read_findings
 from fairbits.bias.kinds import DEGRADATION, DESCRIPTIVE, DRIFT, ColumnKind, resolve_kinds
-from fairbits.bias.stats import DEFAULT_MIN_GROUP_N, error_mask, read_stats, write_stats
+from fairbits.bias.stats import error_mask, read_stats, run_min_group_n, write_stats
 from fairbits.fileio import atomic_write_text
 from fairbits.report import figures as F
 
@@ -83,7 +83,7 @@ class ReportContext:
 
     @property
     def min_group_n(self) -> int:
-        return int((self.run_info.get("spec") or {}).get("min_group_n", DEFAULT_MIN_GROUP_N))
+        return run_min_group_n(self.run_info)
 
     def figure(self, fig, name: str, caption: str = "") -> str:
         """Save ``fig`` as ``figures/<name>.png`` and return an ``<figure>`` embedding it."""
@@ -167,10 +167,9 @@ def table(df: pd.DataFrame, columns: Sequence[tuple[str, str]] | None = None, *,
             + "".join(body) + "</tbody></table></div>")
 
 
-def _direction(measure: str, ctx: ReportContext | None = None) -> bool | None:
+def _direction(measure: str, ctx: ReportContext) -> bool | None:
     """Higher-is-better of a degradation column; None for drift and descriptive columns."""
-    kind = ctx.kind(measure) if ctx is not None else resolve_kinds([measure])[measure]
-    return kind.higher_is_better
+    return ctx.kind(measure).higher_is_better
 
 
 def kind_label(kind: ColumnKind) -> str:

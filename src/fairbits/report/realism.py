@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fairbits.bias.stats import TESTED_KINDS
 from fairbits.report import figures as F
 from fairbits.report.html import ReportContext, Section, esc, table
 
@@ -14,7 +15,7 @@ def bias_vs_realism_figure(realism: pd.DataFrame, bias: pd.DataFrame, attribute:
     overall = realism[(realism["group"] == "all") & (realism["attribute"] == realism["attribute"].iloc[0])]
     b = bias[(bias["attribute"] == attribute) & (bias["measure"] != "bpp")]
     if "kind" in b.columns:  # bias is what coding did: descriptive columns are not drawn
-        b = b[b["kind"].isin(["degradation", "drift"])]
+        b = b[b["kind"].isin(TESTED_KINDS)]
     merged = b.merge(overall[["codec", "setting", "fd"]], on=["codec", "setting"], how="inner")
     measures = list(dict.fromkeys(merged["measure"]))
     fig, axes = F.new_figure(len(measures))
