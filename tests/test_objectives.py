@@ -6,7 +6,6 @@ Tiny CPU models (N=16, M=24), 64 px crops, one torch thread.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pandas as pd
@@ -17,27 +16,21 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from training_helpers import ARCH, TINY, phantoms, read_log  # noqa: F401 (phantoms: a fixture)
+
 from fairbits.codecs.train.config import TrainConfig
 from fairbits.codecs.train.data import ImageSource, SkinMasks, fit_mask, load_training_set
-from fairbits.codecs.train.losses import RateDistortionLoss, SkinColourTerm, skin_colour_shift
+from fairbits.codecs.train.losses import (RateDistortionLoss, SkinColourTerm, mean_skin_lab,
+                                          skin_colour_shift)
 from fairbits.codecs.train.objectives import GroupDRO, MeanObjective
-from fairbits.codecs.training import log_path, state_path, train_codec
-from fairbits.colour import MST_SRGB, hex_to_srgb, srgb_to_lab, srgb_to_lab_differentiable
+from fairbits.codecs.training import state_path, train_codec
+from fairbits.colour import MST_SRGB, hex_to_srgb, srgb_to_lab
 from fairbits.data.phantom import REGIONS, face_seed, render_face, render_phantoms, sample_labels
 from fairbits.errors import DatasetError, FairbitsError, SpecError
 from fairbits.face.tone import region_lab
 from fairbits.spec import DatasetSpec
 
-ARCH = "bmshj2018-hyperprior"
-TINY = dict(N=16, M=24, patch=64, batch_size=2, lr=1e-3, device="cpu", progress=False)
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    """12 phantom faces (4 per skin group) at 80 px with their region masks; labels.csv."""
-    return render_phantoms(12, tmp_path_factory.mktemp("ph") / "ph", seed=0, size=80)
 
 
 @pytest.fixture(scope="module")
@@ -57,38 +50,38 @@ def two_groups(tmp_path_factory) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_log(out):
-    return [json.loads(line) for line in log_path(out).read_text().splitlines()]
-
-
 # --------------------------------------------------------------------------- colour
 
-def test_differentiable_lab_matches_the_reference_conversions():
+def test_lab_in_float32_matches_float64_and_scikit_image():
     from skimage.color import rgb2lab
 
     rng = np.random.default_rng(1)
     x = rng.random((2, 3, 8, 8))
     x[0, :, 0, :3] = [[0.0, 0.04045, 1.0]] * 3            # the branch points of both curves
     ref = srgb_to_lab(torch.tensor(x))
-    assert torch.allclose(srgb_to_lab_differentiable(torch.tensor(x)), ref, atol=1e-10, rtol=0)
-    lab32 = srgb_to_lab_differentiable(torch.tensor(x, dtype=torch.float32))
+    assert torch.allclose(srgb_to_lab(torch.tensor(x).movedim(1, -1)).movedim(-1, 1), ref, atol=1e-10, rtol=0)
+    lab32 = srgb_to_lab(torch.tensor(x, dtype=torch.float32))
     assert lab32.dtype == torch.float32 and (lab32.double() - ref).abs().max() < 1e-4
     # scikit-image, an independent implementation (its sRGB matrix has fewer digits)
     sk = np.moveaxis(rgb2lab(np.moveaxis(x, 1, -1)), -1, 1)
     assert np.abs(lab32.double().numpy() - sk).max() < 1e-2
-    assert torch.allclose(srgb_to_lab_differentiable(torch.tensor(x[0])), ref[0], atol=1e-10)
+    assert torch.allclose(srgb_to_lab(torch.tensor(x[0])), ref[0], atol=1e-10)
 
 
-def test_differentiable_lab_gradients_are_finite():
+def test_lab_gradients_are_finite_and_the_colour_loss_clamps():
     x = torch.tensor([0.0, 1e-7, 0.04045, 0.5, 1.0, -0.3, 1.4]).view(1, 1, 7).expand(3, 1, 7).clone()
     x.requires_grad_(True)
-    srgb_to_lab_differentiable(x).sum().backward()
+    srgb_to_lab(x).sum().backward()
     g = x.grad
-    assert torch.isfinite(g).all()
-    assert (g[:, 0, -2:] == 0).all()                   # clamped: out-of-range pixels pass nothing
+    assert torch.isfinite(g).all()                     # branch points and out-of-range values too
     assert (g[:, 0, 3].abs() > 0).all()
+    # the colour loss clamps to [0, 1] first, as in a stored image: out-of-range pixels pass nothing
+    rgb = x.detach().view(1, 3, 1, 7).clone().requires_grad_(True)
+    mean_skin_lab(rgb, torch.ones(1, 1, 7, dtype=torch.bool))[0].sum().backward()
+    g = rgb.grad
+    assert torch.isfinite(g).all() and (g[..., -2:] == 0).all() and (g[..., 3].abs() > 0).all()
     with pytest.raises(ValueError):
-        srgb_to_lab_differentiable(torch.zeros(4, 4))
+        srgb_to_lab(torch.zeros(4, 4))
 
 
 def _phantom(size=64, i=0):

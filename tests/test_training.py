@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -12,32 +11,19 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from training_helpers import ARCH, TINY, phantoms, read_log  # noqa: F401 (phantoms: a fixture)
+
 from fairbits.cli_train import load_training_data, register
-from fairbits.codecs.training import log_path, state_path, sweep_path, train_codec, train_sweep
-from fairbits.data.phantom import render_phantoms
+from fairbits.codecs.training import state_path, sweep_path, train_codec, train_sweep
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.spec import DatasetSpec
 
-ARCH = "bmshj2018-hyperprior"
-TINY = dict(N=16, M=24, patch=64, batch_size=2, lr=1e-3, device="cpu", progress=False)
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    """12 phantom faces (4 per skin group), 80 px (so 64 px crops move); returns labels.csv."""
-    return render_phantoms(12, tmp_path_factory.mktemp("ph") / "ph", seed=0, size=80)
 
 
 @pytest.fixture
 def ds(phantoms) -> DatasetSpec:
     return DatasetSpec(reader="csv", path=phantoms)
-
-
-def read_log(out):
-    return [json.loads(line) for line in log_path(out).read_text().splitlines()]
 
 
 def test_training_lowers_the_loss(ds, tmp_path):

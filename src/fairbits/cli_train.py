@@ -14,7 +14,6 @@ with exit status 2.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -123,22 +122,17 @@ def train_codec_cmd(
 def _run(config: TrainConfig, lmbdas: list[float], data: Path, out: Path, *, resume: bool,
          progress: bool) -> list[Path]:
     """Validate the cheap things first, then train one file, or one model per λ into a folder."""
-    from fairbits.codecs.architectures import architecture
-    from fairbits.codecs.training import sweep_path, train
+    from fairbits.codecs.training import train, train_sweep
 
-    architecture(config.arch)
-    config.resolved()
+    config.resolved()                 # unknown architecture, weights it cannot take
     ds = load_training_data(data)
     as_file = out.suffix in (".pt", ".pth")
     if len(lmbdas) > 1 and as_file:
         raise SpecError(f"{len(lmbdas)} λ values train {len(lmbdas)} models: --out must be a folder, not {out}")
     if as_file:
         return [train(config, ds, out, resume=resume, progress=progress)]
-    paths = [sweep_path(out, config.arch, float(l)) for l in lmbdas]
-    if len(set(paths)) != len(paths):
-        raise SpecError(f"repeated λ values in {lmbdas}")
-    return [train(dataclasses.replace(config, lmbda=float(l)), ds, p, resume=resume, progress=progress)
-            for l, p in zip(lmbdas, paths)]
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("arch", "lmbda")}
+    return train_sweep(config.arch, lmbdas, ds, out_dir=out, resume=resume, progress=progress, **settings)
 
 
 def register(app: typer.Typer) -> None:

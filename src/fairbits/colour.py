@@ -2,8 +2,9 @@
 
 All functions are vectorised torch code that runs on CPU or GPU alike. Channel axis is
 ``dim=-3`` (so ``(3, H, W)`` and ``(N, 3, H, W)`` both work); sRGB values are in [0, 1];
-L* is in [0, 100]. The white point is D65 (sRGB's own). Training losses use
-:func:`srgb_to_lab_differentiable` (float32-friendly, finite gradients everywhere).
+L* is in [0, 100]. The white point is D65 (sRGB's own). The piecewise curves only ever
+evaluate each branch on inputs of its own domain, so gradients are finite everywhere and
+:func:`srgb_to_lab` also serves training losses (float32 stays float32).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _mix(x: torch.Tensor, matrix) -> torch.Tensor:
 def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
     """Undo the sRGB transfer curve (IEC 61966-2-1); values in [0, 1]."""
     rgb = _as_tensor(rgb)
-    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    # the power branch sees only its own domain: no NaN (negative base) to leak into a gradient
+    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
 
 
 def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
@@ -49,7 +51,7 @@ def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
 
 def _lab_f(t: torch.Tensor) -> torch.Tensor:
     d = 6 / 29
-    return torch.where(t > d**3, t.clamp_min(1e-12) ** (1 / 3), t / (3 * d * d) + 4 / 29)
+    return torch.where(t > d**3, t.clamp_min(d**3) ** (1 / 3), t / (3 * d * d) + 4 / 29)
 
 
 def _lab_f_inv(t: torch.Tensor) -> torch.Tensor:
@@ -70,35 +72,21 @@ def _join(parts, like: torch.Tensor) -> torch.Tensor:
 
 
 def srgb_to_lab(rgb) -> torch.Tensor:
-    """sRGB in [0, 1] → CIELAB (D65). Accepts ``(..., 3, H, W)`` or ``(..., 3)``."""
+    """sRGB in [0, 1] → CIELAB (D65). Accepts ``(..., 3, H, W)`` or ``(..., 3)``.
+
+    A float tensor keeps its dtype and device; gradients are finite everywhere (values
+    outside [0, 1] are converted as they are, not clamped).
+
+    Raises:
+        ValueError: no channel axis of length 3.
+    """
     rgb = _as_tensor(rgb)
+    if _channels_last(rgb) and (rgb.dim() == 0 or rgb.shape[-1] != 3):
+        raise ValueError(f"expected (..., 3, H, W) or (..., 3) sRGB, got shape {tuple(rgb.shape)}")
     xyz = _mix(srgb_to_linear(rgb), _RGB_TO_XYZ)
     x, y, z = _split(xyz)
     fx, fy, fz = (_lab_f(c / w) for c, w in zip((x, y, z), D65_WHITE))
     return _join((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), xyz)
-
-
-def srgb_to_lab_differentiable(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB → CIELAB (D65) for training losses: same numbers as :func:`srgb_to_lab`, safe gradients.
-
-    ``rgb``: float ``(..., 3, H, W)`` (channel axis ``-3`` only), kept in its dtype and on
-    its device; returns Lab of the same shape (L* in [0, 100]). Values are clamped to
-    [0, 1] first, as in a stored image, so out-of-range pixels pass no gradient. Each
-    branch of the two piecewise curves (sRGB transfer, Lab ``f``) only ever sees inputs
-    of its own domain, so no NaN or inf can reach a gradient through ``torch.where``.
-    """
-    if not (isinstance(rgb, torch.Tensor) and rgb.is_floating_point()) or rgb.dim() < 3 \
-            or rgb.shape[-3] != 3:
-        raise ValueError(f"expected a float tensor (..., 3, H, W), got {getattr(rgb, 'shape', type(rgb))}")
-    c = rgb.clamp(0, 1)
-    lin = torch.where(c <= 0.04045, c / 12.92, ((c.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
-    m = torch.tensor(_RGB_TO_XYZ, dtype=c.dtype, device=c.device)
-    white = torch.tensor(D65_WHITE, dtype=c.dtype, device=c.device).view(3, 1, 1)
-    t = torch.einsum("ij,...jhw->...ihw", m, lin) / white
-    d3 = (6 / 29) ** 3
-    f = torch.where(t > d3, t.clamp_min(d3) ** (1 / 3), t / (3 * (6 / 29) ** 2) + 4 / 29)
-    fx, fy, fz = f.unbind(-3)
-    return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
 
 
 def lab_to_srgb(lab) -> torch.Tensor:

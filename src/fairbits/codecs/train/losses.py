@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairbits.colour import srgb_to_lab_differentiable
+from fairbits.colour import srgb_to_lab
 from fairbits.errors import CodecUnavailable, SpecError
 
 
@@ -78,11 +78,12 @@ def lpips_distance(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor
 def mean_skin_lab(rgb: torch.Tensor, skin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean CIELAB of each image over its skin mask (differentiable in ``rgb``).
 
-    ``rgb`` float ``(B, 3, H, W)`` sRGB (clamped to [0, 1]), ``skin`` bool ``(B, H, W)``.
+    ``rgb`` float ``(B, 3, H, W)`` sRGB, clamped to [0, 1] first as in a stored image (so
+    out-of-range pixels pass no gradient); ``skin`` bool ``(B, H, W)``.
     Returns ``(lab (B, 3), pixels (B,))``; rows whose mask is empty hold 0 (not NaN, so
     that no NaN reaches a gradient) and ``pixels == 0``.
     """
-    lab = srgb_to_lab_differentiable(rgb.float())
+    lab = srgb_to_lab(rgb.float().clamp(0, 1))
     m = skin.to(lab.dtype).unsqueeze(1)
     pixels = m.sum(dim=(1, 2, 3))
     return (lab * m).sum(dim=(2, 3)) / pixels.clamp_min(1).unsqueeze(1), pixels
