@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import typer
 import yaml
+from PIL import Image
+from published_layouts import write_rfw, write_rfw_metadata
 from typer.testing import CliRunner
 
 from fairbits.cli_phenotype import register
@@ -24,7 +27,8 @@ from fairbits.data.images import load_rgb, to_tensor
 from fairbits.data.phantom import render_phantoms
 from fairbits.errors import DatasetError, FairbitsError, SpecError
 from fairbits.face.phenotype import (DEFAULT_FEATURES, FORMAT, PhenotypeModel, card_path, extract_features,
-                                     label_str, parse_features, stratified_split, train_phenotype)
+                                     label_str, merge_map, parse_features, stratified_split, train_phenotype)
+from fairbits.face.phenotype_training import identity_split, parse_merges, per_group_accuracy
 from fairbits.spec import DatasetSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -273,14 +277,6 @@ def test_cli_round_trip(phantoms, originals, tmp_path):
 
 # --------------------------------------------------------------------------- identity leakage (issue 12)
 
-from pathlib import Path  # noqa: E402
-
-from PIL import Image  # noqa: E402
-
-from fairbits.face.phenotype import merge_map  # noqa: E402
-from fairbits.face.phenotype_training import identity_split, parse_merges, per_group_accuracy  # noqa: E402
-
-
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> pd.DataFrame:
     """80 people x 3 photos: each person a random colour pattern (photos differ by noise),
@@ -406,8 +402,6 @@ def test_merge_and_column_errors(planted):
 
 
 def test_rfw_published_labels_train_without_leakage(tmp_path):
-    from published_layouts import write_rfw, write_rfw_metadata
-
     ids = {race: [f"m.{race[:2].lower()}{i}" for i in range(6)] for race in ("African", "Asian", "Caucasian", "Indian")}
     root = write_rfw(tmp_path / "rfw", ids, per_identity=2, size=16)
     rows = [{"Class_ID": f"{race}/{ident}", "skintype": "type6" if k % 2 else "type2", "lips": "big",

@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from published_layouts import (FAIRFACE_FOLDERS, random_published_rows, write_celeba, write_fairface, write_rfw,
+                               write_rfw_landmarks, write_rfw_metadata, write_utkface)
+from published_layouts import image as _image
 
 from fairbits.data.manifest import MANIFEST_COLUMNS, build_manifest, read_manifest_file, write_manifest
 from fairbits.data.readers import (
@@ -27,13 +30,6 @@ from fairbits.data.readers import (
     read_utkface,
 )
 from fairbits.errors import DatasetError
-
-
-def _image(path: Path, value: int = 0, size: int = 8) -> Path:
-    """Write a tiny solid-colour image (format from the suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size, size), (value % 256, 40, 90)).save(path)
-    return path
 
 
 def _sha(path: Path) -> str:
@@ -496,10 +492,6 @@ def test_csv_uses_an_image_id_column_when_present(tmp_path):
 # ================================================================ published layouts (issue 12)
 # Fixtures are built by tests/published_layouts.py in each dataset's published layout;
 # docs/datasets.md says where each detail of those layouts comes from.
-
-from published_layouts import (FAIRFACE_FOLDERS, random_published_rows, write_celeba,  # noqa: E402
-                               write_fairface, write_rfw, write_rfw_landmarks, write_rfw_metadata,
-                               write_utkface)
 
 RFW_IDS = {"African": ["m.011y5k", "m.01257s"], "Asian": ["m.0288zrm"], "Caucasian": ["m.03c"],
            "Indian": ["m.0_4pw", "m.0vshsz9"]}

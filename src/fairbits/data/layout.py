@@ -87,6 +87,19 @@ def image_files(folder: Path) -> list[Path]:
     return [f for f in sorted(folder.iterdir()) if is_image(f) and not f.is_dir()]
 
 
+def subfolders(folder: Path) -> list[Path]:
+    """The visible folders directly in ``folder`` (sorted; names starting with ``.`` skipped)."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def file_row(root: Path, rel: str, image_id: str | None = None, **labels) -> dict:
+    """A reader row for the file ``rel`` found under ``root``: ``image_id`` (default
+    :func:`strip_suffix` of ``rel``), ``path`` (checked by :func:`resolve_under`), the
+    labels, and :data:`REL`."""
+    return {"image_id": strip_suffix(rel) if image_id is None else image_id,
+            "path": str(resolve_under(root, rel)), **labels, REL: rel}
+
+
 def check_label_names(columns, reader: str) -> None:
     """Refuse label columns that would clash with the manifest's own columns."""
     clash = [c for c in columns if c in RESERVED_COLUMNS + ("checksum",)]
@@ -149,5 +162,5 @@ def unique_ids(df: pd.DataFrame, reader: str) -> pd.DataFrame:
 
 
 __all__ = ["IMAGE_SUFFIXES", "RESERVED_COLUMNS", "REL", "check_label_names", "check_split", "existing_dir",
-           "existing_file", "first_dir", "frame", "image_files", "is_image", "read_table", "relative_entry",
-           "resolve_under", "strip_suffix", "unique_ids"]
+           "existing_file", "file_row", "first_dir", "frame", "image_files", "is_image", "read_table",
+           "relative_entry", "resolve_under", "strip_suffix", "subfolders", "unique_ids"]

@@ -27,8 +27,8 @@ from typing import Callable
 import pandas as pd
 
 from fairbits.data.layout import (IMAGE_SUFFIXES, REL, RESERVED_COLUMNS, check_label_names, check_split,  # noqa: F401
-                                  existing_dir, existing_file, first_dir, frame, image_files, is_image,
-                                  read_table, relative_entry, resolve_under, strip_suffix, unique_ids)
+                                  existing_dir, existing_file, file_row, first_dir, frame, image_files, is_image,
+                                  read_table, relative_entry, resolve_under, strip_suffix, subfolders, unique_ids)
 from fairbits.data.rfw import (LANDMARK_COLUMNS, PHENOTYPE_COLUMNS, RFW_RACES,  # noqa: F401
                                normalise_phenotype_columns, read_rfw)
 from fairbits.errors import DatasetError
@@ -104,12 +104,8 @@ def read_folder(path: str | Path, *, group_column: str = "group") -> pd.DataFram
     """
     root = existing_dir(path, "folder dataset root")
     check_label_names([group_column], "folder")
-    rows = []
-    for group_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in image_files(group_dir):
-            rel = f.relative_to(root).as_posix()
-            rows.append({"image_id": strip_suffix(rel), "path": str(resolve_under(root, rel)),
-                         group_column: group_dir.name, REL: rel})
+    rows = [file_row(root, f.relative_to(root).as_posix(), **{group_column: group_dir.name})
+            for group_dir in subfolders(root) for f in image_files(group_dir)]
     return unique_ids(frame(rows, ["image_id", "path", group_column, REL]), "folder").drop(columns=REL)
 
 
@@ -289,8 +285,7 @@ def read_utkface(path: str | Path, *, recursive: bool = False, part: str | None 
                 skipped.append((rel, str(e)))
                 continue
             short = rel[: -len(".chip.jpg")] if rel.lower().endswith(".chip.jpg") else rel
-            rows.append({"image_id": strip_suffix(short), "path": str(resolve_under(root, rel)), "age": age,
-                         "gender": gender, "race": race, REL: rel})
+            rows.append(file_row(root, rel, strip_suffix(short), age=age, gender=gender, race=race))
     df = unique_ids(frame(rows, ["image_id", "path", "age", "gender", "race", REL]), "utkface").drop(columns=REL)
     df["age"] = df["age"].astype("int64")
     df.attrs["skipped"] = skipped

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairbits.data.layout import (REL, existing_dir, first_dir, frame, image_files, read_table, resolve_under,
-                                  strip_suffix, unique_ids)
+from fairbits.data.layout import (REL, existing_dir, file_row, first_dir, frame, image_files, read_table,
+                                  subfolders, unique_ids)
 from fairbits.errors import DatasetError
 
 RFW_RACES = ("African", "Asian", "Caucasian", "Indian")
@@ -61,7 +61,6 @@ _PHENOTYPE_ALIASES = {
     "hair_colour": ("haircolour", "haircolor"),
 }
 _IMAGE_ALIASES = ("image", "imagename", "imagepath", "img", "file", "filename", "path")
-_IDENTITY_COLUMN = "classid"
 
 
 def _squash(name) -> str:
@@ -100,13 +99,9 @@ def rfw_image_root(root: Path) -> Path:
 
 def _scan(root: Path) -> pd.DataFrame:
     """One row per image of ``root/<Race>/<identity>/``: image_id, path, race, identity, _rel."""
-    rows = []
-    for race in (r for r in RFW_RACES if (root / r).is_dir()):
-        for ident in sorted(d for d in (root / race).iterdir() if d.is_dir() and not d.name.startswith(".")):
-            for f in image_files(ident):
-                rel = f.relative_to(root).as_posix()
-                rows.append({"image_id": strip_suffix(rel), "path": str(resolve_under(root, rel)),
-                             "race": race, "identity": ident.name, REL: rel})
+    rows = [file_row(root, f.relative_to(root).as_posix(), race=race, identity=ident.name)
+            for race in RFW_RACES if (root / race).is_dir()
+            for ident in subfolders(root / race) for f in image_files(ident)]
     return unique_ids(frame(rows, ["image_id", "path", "race", "identity", REL]), "rfw")
 
 
@@ -163,20 +158,17 @@ def _add_landmarks(df: pd.DataFrame, root: Path, image_root: Path) -> None:
             table[i] = points[key]
     for j, col in enumerate(LANDMARK_COLUMNS):
         df[col] = table[:, j]
-    matched = set(keys) & set(points)
     df.attrs["landmark_files"] = [str(f) for f in files]
     df.attrs["images_without_landmarks"] = int(len(df) - np.isfinite(table[:, 0]).sum())
-    df.attrs["landmarks_without_images"] = len(set(points) - matched)
+    df.attrs["landmarks_without_images"] = len(points.keys() - set(keys))
 
 
 # --------------------------------------------------------------------------- phenotypes
 
 def _skin_value(value, where: str, allowed_hint: str):
     """``type4``, ``4``, ``4.0`` → 4; missing → None; anything else → DatasetError."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    s = str(value).strip().lower()
-    if s == "":
+    s = _cell(value)
+    if s is None:
         return None
     if s.startswith("type"):
         s = s[4:].strip()
@@ -272,7 +264,7 @@ def _per_image_labels(table: pd.DataFrame, image_col: str, file: Path) -> pd.Dat
                                      for i, v in enumerate(out["skin_type"])], dtype="Int64")
     if "eyelid" in out:   # the published eye values, read as the eyelid they mean
         eyelid = PUBLISHED_VALUES["eye"][1]
-        out["eyelid"] = [eyelid.get(_cell(v), v) if _cell(v) in ("narrow", "normal") else v for v in out["eyelid"]]
+        out["eyelid"] = [eyelid[c] if (c := _cell(v)) in ("narrow", "normal") else v for v in out["eyelid"]]
     return out
 
 

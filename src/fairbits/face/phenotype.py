@@ -213,7 +213,7 @@ class PhenotypeModel:
         A label merged before training (a ``"*"`` merge) counts as its merged class.
         """
         lookup = {c: i for i, c in enumerate(self.classes)}
-        lookup.update({c: lookup[m] for c, m in merge_map(self.merges.get("*", [])).items() if m in lookup})
+        lookup.update({c: lookup[m] for c, m in merge_map(self.merges.get(MERGE_ALL, [])).items() if m in lookup})
         return np.array([lookup.get(label_str(v), -1) for v in labels], dtype=np.int64)
 
     def group_label_map(self, group) -> dict[str, str]:
@@ -347,7 +347,6 @@ def _checked_merges(merges, where) -> dict[str, list[list[str]]]:
                 seen[str(c)] = m
         out[str(group)] = [[str(c) for c in m] for m in lists]
     return out
-
 
 
 _TRAINING = ("identity_split", "parse_merges", "per_group_accuracy", "stratified_split", "train_phenotype")

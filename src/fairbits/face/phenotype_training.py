@@ -326,7 +326,8 @@ def train_phenotype(dataset, target: str, out: str | Path | None, *, features: s
     global_merges = {MERGE_ALL: merges[MERGE_ALL]} if MERGE_ALL in merges else {}
     group_merges = {g: m for g, m in merges.items() if g != MERGE_ALL}
     _check_merge_targets(global_merges, sorted_classes(labels), None)
-    labels = [merge_map(global_merges.get(MERGE_ALL, [])).get(v, v) for v in labels]
+    merged = merge_map(global_merges.get(MERGE_ALL, []))
+    labels = [merged.get(v, v) for v in labels]
     groups_all = [label_str(v) or "(none)" for v in manifest[group_col]] if group_col else None
     _check_merge_targets(group_merges, sorted_classes(labels), set(groups_all) if groups_all else None)
     check_classes(pd.Series(labels, dtype=object).value_counts().to_dict(), target)
