@@ -48,14 +48,18 @@ def audit(spec: Path = typer.Argument(..., help="the audit spec (YAML)"),
           out: Path = typer.Option(..., "--out", "-o", help="run directory (created or resumed)"),
           report: bool = typer.Option(True, help="write statistics and the HTML report at the end"),
           progress: bool = typer.Option(True, help="show a progress bar"),
-          offline: bool = typer.Option(False, "--offline", help="never download weights (same as FAIRBITS_OFFLINE=1)")):
+          offline: bool = typer.Option(False, "--offline", help="never download weights (same as FAIRBITS_OFFLINE=1)"),
+          engine: str = typer.Option(None, "--engine", help="local (this process) or ray (a Ray cluster); "
+                                     "default: the spec's engine, else local"),
+          address: str = typer.Option(None, "--address", help="with --engine ray: the cluster to join "
+                                      "(auto, HOST:PORT or ray://HOST:10001); default: a private local cluster")):
     """Run (or resume) an audit described by SPEC into OUT."""
     from fairbits.audit.runner import run_audit
     from fairbits.spec import load_spec
 
     _set_offline(offline)
     try:
-        run_dir = run_audit(load_spec(spec), out, progress=progress, report=report)
+        run_dir = run_audit(load_spec(spec), out, progress=progress, report=report, engine=engine, address=address)
     except FairbitsError as e:
         _fail(e)
     except KeyboardInterrupt:

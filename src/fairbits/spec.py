@@ -167,6 +167,13 @@ class AuditSpec(BaseModel):
     batch_size: StrictInt = Field(default=32, gt=0)
     workers: StrictInt = Field(default=2, gt=0, description="threads for decoding and coding images")
     processes: StrictInt = Field(default=1, gt=0, description="worker processes for exact coding of learned codecs")
+    torch_threads: StrictInt | None = Field(
+        default=None, gt=0, description="torch's intra-op threads in each worker (default: torch's own, "
+        "1 per CPU of a Ray actor). Learned codecs' CPU reconstructions can differ by one 8-bit level in "
+        "rare pixels between thread counts; set it to compare runs exactly across engines or machines")
+    engine: Literal["local", "ray"] = Field(
+        default="local", description="who runs the work: this process (local) or a Ray cluster (ray, "
+        "needs `pip install fairbits[ray]`; the cluster's address is given on the command line)")
     device: str = Field(default="auto", description=f"torch device: {DEVICE_FORMS}")
     n_boot: StrictInt = Field(default=1000, ge=100)
     n_perm: StrictInt = Field(default=1000, ge=100)

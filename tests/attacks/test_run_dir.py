@@ -209,18 +209,18 @@ def test_a_bad_checkpoint_exits_2_before_any_work(data, tmp_path, monkeypatch, p
 
 
 def test_a_batch_that_fails_whole_stops_and_a_fixed_rerun_has_no_error_rows(data, tmp_path, monkeypatch):
-    from fairbits.audit import runner
+    from fairbits.audit import work
 
-    original = runner._measure
+    original = work._measure
 
     def broken(*args, **kwargs):  # what every measure does with `device: cuda` and no driver
         raise RuntimeError("Found no NVIDIA driver on your system")
 
-    monkeypatch.setattr(runner, "_measure", broken)
+    monkeypatch.setattr(work, "_measure", broken)
     with pytest.raises(FairbitsError, match=r"all 2 decodable image\(s\) of a batch failed .*NVIDIA"):
         _audit(_spec(data), tmp_path / "run")
     assert not list((tmp_path / "run").glob("cells/*/part-*.parquet"))
-    monkeypatch.setattr(runner, "_measure", original)
+    monkeypatch.setattr(work, "_measure", original)
     df = fairbits.load_results(_audit(_spec(data), tmp_path / "run"))
     assert df["error"].isna().all() and len(df) == 2 * 2 * N_PER_GROUP
 

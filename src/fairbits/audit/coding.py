@@ -89,27 +89,36 @@ def _attach_check(out: Outcome, exact: Outcome | str) -> None:
     out.check = dict(zip(CHECK_COLUMNS, (exact.bpp, (out.bpp - exact.bpp) / exact.bpp, float(diff))))
 
 
-def code_images(cell: Cell, codec: Codec, ids: list[str], originals: dict, keys: dict,
-                *, pool: ThreadPoolExecutor, cache: dict, device: torch.device,
-                checked: set[str], processes=None) -> dict[str, Outcome | str]:
-    """Code the usable originals among ``ids``; unreadable ones keep their error string.
+def code_exact(cell: Cell, codec: Codec, ids: list[str], originals: dict, keys: dict,
+               *, pool: ThreadPoolExecutor, cache: dict, processes=None) -> dict[str, Outcome | str]:
+    """Real bytes for the usable originals among ``ids`` (a rate search when the cell has a
+    target); unreadable originals keep their error string.
 
+    ``cache`` (one dict per batch) shares a rate search's probes across a codec's cells;
     ``processes`` (an :class:`~fairbits.codecs.learned.ExactPool` for this cell) spreads
-    exact coding of a learned codec over worker processes; without it, threads do it.
+    exact coding of a learned codec over worker processes; without it, ``pool``'s threads do it.
     """
     usable = [i for i in ids if not isinstance(originals[i], str)]
     out: dict[str, Outcome | str] = {i: originals[i] for i in ids if i not in usable}
-    if cell.mode == "exact" and processes is not None and usable:
+    if processes is not None and usable:
         try:
             coded = processes.code([originals[i] for i in usable])
             out.update({i: Outcome.from_coded(c) for i, c in zip(usable, coded)})
             return out
         except Exception:  # find the image that failed, one at a time, below
             pass
-    if cell.mode == "exact":
-        jobs = {i: pool.submit(_exact, codec, cell, originals[i], cache, keys[i]) for i in usable}
-        out.update({i: j.result() for i, j in jobs.items()})
-        return out
+    jobs = {i: pool.submit(_exact, codec, cell, originals[i], cache, keys[i]) for i in usable}
+    out.update({i: j.result() for i, j in jobs.items()})
+    return out
+
+
+def code_fast(cell: Cell, codec: Codec, ids: list[str], originals: dict, device: torch.device,
+              checks: dict[str, Outcome | str]) -> dict[str, Outcome | str]:
+    """Batched forward passes (estimated rate) for the usable originals among ``ids``, one
+    pass per image size; ``checks`` holds the exact coding of the cell's check sample
+    (:func:`code_exact`), attached to the matching outcomes."""
+    usable = [i for i in ids if not isinstance(originals[i], str)]
+    out: dict[str, Outcome | str] = {i: originals[i] for i in ids if i not in usable}
     by_size: dict[tuple, list[str]] = {}
     for i in usable:
         by_size.setdefault(originals[i].shape, []).append(i)
@@ -118,8 +127,7 @@ def code_images(cell: Cell, codec: Codec, ids: list[str], originals: dict, keys:
             out.update(zip(group, _fast(codec, cell, [originals[i] for i in group], device)))
         except Exception as e:
             out.update({i: f"coding failed: {type(e).__name__}: {e}" for i in group})
-    jobs = {i: pool.submit(_exact, codec, cell, originals[i], cache, keys[i])
-            for i in usable if i in checked and isinstance(out[i], Outcome)}
-    for i, j in jobs.items():
-        _attach_check(out[i], j.result())
+    for i, exact in checks.items():
+        if isinstance(out.get(i), Outcome):
+            _attach_check(out[i], exact)
     return out

@@ -3,8 +3,9 @@
 Every face measure (``skin_tone``, ``landmarks``, ``identity``, ``phenotype``,
 ``attributes``) reads the analysis of the *original*: its landmarks, its region masks
 (reused on the reconstruction, which is pixel-aligned with it) and its identity
-embedding. :class:`FaceCache` computes these once per content key (the image checksum)
-and appends them to ``<run>/faces/part-*.parquet``, so a resumed run, and every cell
+embedding. :class:`FaceAnalysis` computes these once per content key (the image checksum)
+where the originals are decoded (a worker of either engine); :class:`FaceStore` appends
+them to ``<run>/faces/part-*.parquet`` (the driver), so a resumed run, and every cell
 of a run, reuses them. :class:`FaceBatch` is what a measure receives as
 ``context["faces"]``: the analyses of the images it measures, stacked.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from fairbits.audit.store import RunStore, write_parquet
@@ -81,8 +83,107 @@ class FaceRecord:
                    None if emb is None else np.frombuffer(emb, np.float32).copy())
 
 
+class FaceStore:
+    """The stored face analyses of a run (``run_dir/faces/part-*.parquet``), by content key.
+
+    Memory stays flat in dataset size: only an index from key to part file is held; the
+    rows of a batch are read from their parts when asked for (:meth:`rows`).
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir) / "faces"
+        self._where: dict[str, Path] = {}
+        for part in sorted(self.dir.glob("part-*.parquet")):
+            try:
+                keys = pq.read_table(part, columns=["key"]).column("key").to_pylist()
+            except (pa.ArrowException, OSError, KeyError) as e:  # analysed again when needed
+                moved = RunStore.set_aside(part)
+                warnings.warn(f"{part} is unreadable ({type(e).__name__}: {e}); moved aside to {moved.name}, "
+                              "its faces are analysed again", FairbitsWarning, stacklevel=2)
+                continue
+            self._where.update(dict.fromkeys(keys, part))  # later parts win
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def rows(self, keys) -> dict[str, dict]:
+        """Stored rows (:meth:`FaceRecord.to_row` form) of those ``keys`` that have one."""
+        by_part: dict[Path, set[str]] = {}
+        for k in set(keys):
+            if k in self._where:
+                by_part.setdefault(self._where[k], set()).add(k)
+        out: dict[str, dict] = {}
+        for part, wanted in by_part.items():
+            table = pq.read_table(part, filters=[("key", "in", sorted(wanted))])
+            for row in table.to_pylist():
+                out[row["key"]] = row  # within a part, the last row of a key wins
+        return out
+
+    def add(self, rows: list[dict]) -> None:
+        """Store new analyses (rows of :meth:`FaceRecord.to_row`) as one part."""
+        if rows:
+            part = next_part(self.dir, ".parquet")
+            write_parquet(pd.DataFrame(rows), part)
+            self._where.update(dict.fromkeys((r["key"] for r in rows), part))
+
+
+class FaceAnalysis:
+    """Analyses originals (mediapipe face mesh and segmentation; SFace embedding when
+    ``embed``), completing stored records; the models load on first use."""
+
+    def __init__(self, embed: bool = False):
+        self.embed = embed
+        self._analyzer = self._embedder = None
+
+    def complete(self, rec: FaceRecord | None, image: np.ndarray) -> bool:
+        """Whether ``rec`` is a usable analysis of ``image`` (same size, embedding if asked)."""
+        return (rec is not None and rec.height == image.shape[0] and rec.width == image.shape[1]
+                and (not self.embed or not rec.face_found or rec.embedding is not None))
+
+    def analyse(self, image: np.ndarray, rec: FaceRecord | None = None) -> FaceRecord:
+        """``rec`` completed for ``image`` (analysed from scratch when it does not fit)."""
+        if rec is None or rec.height != image.shape[0] or rec.width != image.shape[1]:
+            if self._analyzer is None:
+                from fairbits.face.analysis import FaceAnalyzer
+
+                self._analyzer = FaceAnalyzer()
+            a = self._analyzer.analyze(image)
+            rec = FaceRecord(a.face_found, image.shape[0], image.shape[1], a.landmarks, a.person)
+        if self.embed and rec.face_found and rec.embedding is None:
+            if self._embedder is None:
+                from fairbits.face.identity import IdentityEmbedder
+
+                self._embedder = IdentityEmbedder()
+            rec.embedding = self._embedder.embed([image], [rec.landmarks])[0]
+        return rec
+
+    def records(self, originals: dict[str, np.ndarray | str], keys: dict[str, str],
+                stored: dict[str, dict]) -> tuple[dict[str, FaceRecord], list[dict]]:
+        """Analyses of ``originals`` (uint8 (H, W, 3) by image id; strings are load errors
+        and are skipped) and the rows of those that were computed here (to be stored).
+
+        ``keys`` maps each id to its content key; ``stored`` holds rows already stored by key.
+        """
+        out: dict[str, FaceRecord] = {}
+        new: dict[str, dict] = {}
+        done: dict[str, FaceRecord] = {}
+        for i, im in originals.items():
+            if isinstance(im, str):
+                continue
+            key = keys.get(i, i)
+            rec = done.get(key)
+            if not self.complete(rec, im):
+                rec = FaceRecord.from_row(stored[key]) if key in stored else None
+                if not self.complete(rec, im):
+                    rec = self.analyse(im, rec)
+                    new[key] = rec.to_row(key, i)
+                done[key] = rec
+            out[i] = rec
+        return out, list(new.values())
+
+
 class FaceCache:
-    """Face analyses of a run's originals by content key, computed on first use.
+    """Stored analyses and the analyser together, for one process (tests, benchmarks).
 
     Args:
         run_dir: the run directory (analyses go to ``run_dir/faces/``).
@@ -90,65 +191,16 @@ class FaceCache:
     """
 
     def __init__(self, run_dir: str | Path, embed: bool = False):
-        self.dir = Path(run_dir) / "faces"
-        self.embed = embed
-        self._records: dict[str, FaceRecord] = {}
-        self._analyzer = self._embedder = None
-        for part in sorted(self.dir.glob("part-*.parquet")):
-            try:
-                rows = pd.read_parquet(part).to_dict("records")
-            except (pa.ArrowException, OSError) as e:  # analysed again when needed
-                moved = RunStore.set_aside(part)
-                warnings.warn(f"{part} is unreadable ({type(e).__name__}: {e}); moved aside to {moved.name}, "
-                              "its faces are analysed again", FairbitsWarning, stacklevel=2)
-                continue
-            for row in rows:
-                self._records[row["key"]] = FaceRecord.from_row(row)  # later parts win
+        self.store, self.analysis = FaceStore(run_dir), FaceAnalysis(embed)
 
     def __len__(self) -> int:
-        return len(self._records)
-
-    def _complete(self, rec: FaceRecord | None) -> bool:
-        return rec is not None and (not self.embed or not rec.face_found or rec.embedding is not None)
-
-    def _analyse(self, image: np.ndarray) -> FaceRecord:
-        if self._analyzer is None:
-            from fairbits.face.analysis import FaceAnalyzer
-
-            self._analyzer = FaceAnalyzer()
-        a = self._analyzer.analyze(image)
-        h, w = image.shape[:2]
-        return FaceRecord(a.face_found, h, w, a.landmarks, a.person)
-
-    def _embed(self, image: np.ndarray, rec: FaceRecord) -> None:
-        if self._embedder is None:
-            from fairbits.face.identity import IdentityEmbedder
-
-            self._embedder = IdentityEmbedder()
-        rec.embedding = self._embedder.embed([image], [rec.landmarks])[0]
+        return len(self.store)
 
     def records(self, originals: dict[str, np.ndarray | str], keys: dict[str, str]) -> dict[str, FaceRecord]:
-        """Analyses of ``originals`` (uint8 (H, W, 3) by image id; strings are load errors
-        and are skipped), computing and storing the missing ones. ``keys`` maps each id
-        to its content key."""
-        new: list[dict] = []
-        out: dict[str, FaceRecord] = {}
-        for i, im in originals.items():
-            if isinstance(im, str):
-                continue
-            key = keys.get(i, i)
-            rec = self._records.get(key)
-            if rec is not None and rec.height != im.shape[0]:
-                rec = None  # same content at another size (dataset resize changed): analyse again
-            if not self._complete(rec):
-                rec = rec if rec is not None else self._analyse(im)
-                if self.embed and rec.face_found and rec.embedding is None:
-                    self._embed(im, rec)
-                self._records[key] = rec
-                new.append(rec.to_row(key, i))
-            out[i] = rec
-        if new:
-            write_parquet(pd.DataFrame(new), next_part(self.dir, ".parquet"))
+        """Analyses of ``originals`` by image id, computing and storing the missing ones."""
+        stored = self.store.rows(keys.get(i, i) for i, im in originals.items() if not isinstance(im, str))
+        out, new = self.analysis.records(originals, keys, stored)
+        self.store.add(new)
         return out
 
 
