@@ -6,6 +6,11 @@ classical (Pillow) or learned (CompressAI, issue 3), is reached by name through
 
 Rate is always measured from the real bytes: ``bpp = 8 * len(data) / (H * W)`` of the
 unpadded image that was coded.
+
+A codec whose encoder runs without its decoder is also a :class:`SplitCodec`
+(``encode`` → bytes, ``decode`` → pixels); the rate search then counts the bytes of every
+setting it tries and decodes only the one it keeps. :func:`encode_only` and
+:func:`decode_coded` serve both kinds.
 """
 
 from __future__ import annotations
@@ -60,6 +65,49 @@ class Codec(Protocol):
     def code(self, image: np.ndarray, setting: Any) -> Coded:
         """Encode ``uint8 (H, W, 3)`` at ``setting`` and decode the bytes."""
         ...
+
+
+@runtime_checkable
+class SplitCodec(Codec, Protocol):
+    """A :class:`Codec` whose ``code`` is ``encode`` followed by ``decode`` of those bytes.
+
+    ``code(image, s)`` must equal ``decoded(codec, image.shape, s, codec.encode(image, s))``.
+    """
+
+    def encode(self, image: np.ndarray, setting: Any) -> bytes:
+        """``uint8 (H, W, 3)`` → the bitstream at ``setting``."""
+        ...
+
+    def decode(self, data: bytes, setting: Any) -> np.ndarray:
+        """A bitstream made by :meth:`encode` at ``setting`` → ``uint8 (H, W, 3)``."""
+        ...
+
+
+def decoded(codec: SplitCodec, shape: tuple, setting: Any, data: bytes) -> Coded:
+    """The :class:`Coded` of ``data``, decoded by ``codec``; ``shape`` is the input image's."""
+    recon = codec.decode(data, setting)
+    if recon.shape != tuple(shape):
+        raise RuntimeError(f"{codec.name}: decoded {recon.shape}, expected {tuple(shape)}")
+    return Coded(data=data, recon=recon, setting=setting)
+
+
+def encode_only(codec: Codec, image: np.ndarray, setting: Any) -> bytes | Coded:
+    """The bitstream of ``image`` at ``setting``, without decoding where the codec allows.
+
+    Returns:
+        ``bytes`` for a :class:`SplitCodec`; otherwise the full :class:`Coded` from
+        ``codec.code`` (its decode could not be skipped, so it is kept for :func:`decode_coded`).
+    """
+    if isinstance(codec, SplitCodec):
+        return codec.encode(image, setting)
+    return codec.code(image, setting)
+
+
+def decode_coded(codec: Codec, image: np.ndarray, setting: Any, encoded: bytes | Coded) -> Coded:
+    """Finish :func:`encode_only`: the same :class:`Coded` as ``codec.code(image, setting)``."""
+    if isinstance(encoded, Coded):
+        return encoded
+    return decoded(codec, image.shape, setting, encoded)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Every codec is one :class:`PillowCodec`: a Pillow format name plus a function that turns
 a setting into ``Image.save`` keyword arguments. ``code`` writes the real bitstream to
-memory, and the reconstruction is what Pillow decodes from exactly those bytes.
+memory, and the reconstruction is what Pillow decodes from exactly those bytes; ``encode``
+alone gives the bytes (the rate search sizes settings with it, see
+:class:`~fairbits.codecs.base.SplitCodec`).
 
 Settings (all ascend in rate):
 
@@ -27,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, features
 
-from fairbits.codecs.base import Coded, register
+from fairbits.codecs.base import Coded, decoded, register
 
 AVIF_SPEED = 8  # libavif speed 0 (slowest, best) .. 10; 8 keeps a 256 px face well under 0.1 s
 WEBP_METHOD = 4  # libwebp effort 0..6
@@ -81,13 +83,13 @@ class PillowCodec:
         Image.fromarray(image).save(buf, format=self.format, **self.save_args(setting))
         return buf.getvalue()
 
+    def decode(self, data: bytes, setting: Any = None) -> np.ndarray:
+        """Bytes from :meth:`encode` → ``uint8 (H, W, 3)`` (the setting is in the bitstream)."""
+        return decode(data)
+
     def code(self, image: np.ndarray, setting: Any) -> Coded:
         """Encode ``uint8 (H, W, 3)`` at ``setting``; the recon is decoded from the bytes."""
-        data = self.encode(image, setting)
-        recon = decode(data)
-        if recon.shape != image.shape:
-            raise RuntimeError(f"{self.name}: decoded {recon.shape}, expected {image.shape}")
-        return Coded(data=data, recon=recon, setting=setting)
+        return decoded(self, np.shape(image), setting, self.encode(image, setting))
 
 
 def decode(data: bytes) -> np.ndarray:

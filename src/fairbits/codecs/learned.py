@@ -51,7 +51,7 @@ from torch import nn
 
 from fairbits.codecs import bitstream
 from fairbits.codecs.architectures import architecture, architecture_names
-from fairbits.codecs.base import Coded, get_codec, register
+from fairbits.codecs.base import Coded, decoded, get_codec, register
 from fairbits.codecs.checkpoints import ZOO_PREFIX, _zoo_urls, builtin_checkpoints, load_checkpoint, zoo_file
 from fairbits.data.images import to_tensor, to_uint8
 from fairbits.errors import CodecUnavailable, FairbitsError, SpecError
@@ -230,8 +230,8 @@ class LearnedCodec:
     # -- exact
 
     @torch.no_grad()
-    def code(self, image: np.ndarray, setting: Any) -> Coded:
-        """Encode ``uint8 (H, W, 3)`` with real entropy coding (CPU) and decode the bytes."""
+    def encode(self, image: np.ndarray, setting: Any) -> bytes:
+        """Real entropy coding (CPU) of ``uint8 (H, W, 3)`` → the bitstream, without decoding."""
         image = np.ascontiguousarray(image, dtype=np.uint8)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"{self.name}: expected uint8 (H, W, 3), got shape {image.shape}")
@@ -242,9 +242,11 @@ class LearnedCodec:
         f = _multiple(model)
         if tuple(out["shape"]) != (x.shape[2] // f, x.shape[3] // f):
             raise RuntimeError(f"{self.name}: unexpected latent shape {tuple(out['shape'])}")
-        data = bitstream.pack(h, w, [s[0] for s in out["strings"]])
-        recon = self._decode(model, data)
-        return Coded(data=data, recon=recon, setting=setting)
+        return bitstream.pack(h, w, [s[0] for s in out["strings"]])
+
+    def code(self, image: np.ndarray, setting: Any) -> Coded:
+        """Encode ``uint8 (H, W, 3)`` with real entropy coding (CPU) and decode the bytes."""
+        return decoded(self, np.shape(image), setting, self.encode(image, setting))
 
     @torch.no_grad()
     def decode(self, data: bytes, setting: Any) -> np.ndarray:

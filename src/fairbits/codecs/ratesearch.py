@@ -5,6 +5,13 @@ The rule (:func:`search_rate`): among ``codec.settings`` pick the setting whose 
 bits. The grid is searched by bisection (bpp rises with the setting, nearly always), then
 the :data:`NEIGHBOURS` settings either side of the crossing are also coded, so a small
 non-monotone step in the codec's rate curve cannot hide the nearest setting.
+
+What a search costs: every setting the rule looks at is *encoded*, and only the chosen one
+is *decoded* (for a :class:`~fairbits.codecs.base.SplitCodec`; a codec without a separate
+encoder is coded in full). Byte counts go into ``cache``, which the audit shares between
+all targets of a codec on one image, so a later target reads the settings an earlier one
+already sized (the first bisection steps are common to every target) instead of encoding
+them again.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from fairbits.codecs.base import Codec, Coded
+from fairbits.codecs.base import Codec, Coded, decode_coded, encode_only
 
 NEIGHBOURS = 2  # settings checked on each side of the bisection's crossing point
 
@@ -26,33 +33,62 @@ def image_key(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-class _Prober:
-    """Codes one image at settings on demand; remembers byte counts (and the last Coded of each)."""
+class RateCurve:
+    """What is known of one image's rate curve under one codec, probed on demand.
 
-    def __init__(self, codec: Codec, image: np.ndarray, cache: dict | None, key: Hashable | None):
+    Attributes:
+        bpp: ``{setting index: bpp}`` for every setting whose bytes are known (from the
+            cache or encoded here).
+    """
+
+    def __init__(self, codec: Codec, image: np.ndarray, cache: dict | None = None,
+                 key: Hashable | None = None):
         self.codec, self.image = codec, image
+        self.settings = tuple(codec.settings)
         self.pixels = image.shape[0] * image.shape[1]
         self.cache = cache
         if cache is not None and key is None:
             key = image_key(image)
         self.key = (codec.name, key)  # one cache dict can then serve several codecs
-        self.coded: dict[Any, Coded] = {}
+        self.bpp: dict[int, float] = {}
+        if cache is not None:
+            for i, s in enumerate(self.settings):
+                n = cache.get((self.key, s))
+                if n is not None:
+                    self.bpp[i] = 8.0 * n / self.pixels
+        self._encoded: dict[int, bytes | Coded] = {}  # what this search encoded, by index
 
-    def num_bytes(self, setting: Any) -> int:
-        if self.cache is not None and (self.key, setting) in self.cache:
-            return self.cache[(self.key, setting)]
-        return self.get(setting).num_bytes
-
-    def bpp(self, setting: Any) -> float:
-        return 8.0 * self.num_bytes(setting) / self.pixels
-
-    def get(self, setting: Any) -> Coded:
-        if setting not in self.coded:
-            coded = self.codec.code(self.image, setting)
-            self.coded[setting] = coded
+    def probe(self, i: int) -> float:
+        """bpp of setting index ``i``, encoding it if it is not known yet."""
+        if i not in self.bpp:
+            out = encode_only(self.codec, self.image, self.settings[i])
+            num_bytes = out.num_bytes if isinstance(out, Coded) else float(len(out))
+            self._encoded[i] = out
+            self.bpp[i] = 8.0 * num_bytes / self.pixels
             if self.cache is not None:
-                self.cache[(self.key, setting)] = coded.num_bytes
-        return self.coded[setting]
+                self.cache[(self.key, self.settings[i])] = num_bytes
+        return self.bpp[i]
+
+    def coded(self, i: int) -> Coded:
+        """The :class:`Coded` of setting index ``i``: equal to ``codec.code(image, setting)``."""
+        setting = self.settings[i]
+        out = self._encoded.get(i)
+        if out is None:  # its byte count came from the cache: encode once more
+            out = encode_only(self.codec, self.image, setting)
+        return decode_coded(self.codec, self.image, setting, out)
+
+
+def choose_setting(curve: RateCurve, target_bpp: float) -> int:
+    """Index of the setting :func:`search_rate` keeps (the rule in the module docstring)."""
+    lo, hi = 0, len(curve.settings) - 1
+    while lo < hi:  # first index whose bpp >= target (or the last one)
+        mid = (lo + hi) // 2
+        if curve.probe(mid) < target_bpp:
+            lo = mid + 1
+        else:
+            hi = mid
+    candidates = range(max(0, lo - 1 - NEIGHBOURS), min(len(curve.settings), lo + 1 + NEIGHBOURS))
+    return min(candidates, key=lambda i: (abs(curve.probe(i) - target_bpp), curve.probe(i)))
 
 
 def search_rate(codec: Codec, image: np.ndarray, target_bpp: float,
@@ -68,27 +104,21 @@ def search_rate(codec: Codec, image: np.ndarray, target_bpp: float,
         key: identifies the image in ``cache`` (default: :func:`image_key` of the pixels).
 
     Returns:
-        the :class:`Coded` at the chosen setting. Nearest is by ``|bpp - target|``; ties go
-        to the lower rate.
+        the :class:`Coded` at the chosen setting, equal to ``codec.code(image, setting)``.
+        Nearest is by ``|bpp - target|``; ties go to the lower rate.
     """
-    settings = tuple(codec.settings)
-    if not settings:
+    if not tuple(codec.settings):
         raise ValueError(f"codec {codec.name!r} has no settings")
-    probe = _Prober(codec, image, cache, key)
-    lo, hi = 0, len(settings) - 1
-    while lo < hi:  # first index whose bpp >= target (or the last one)
-        mid = (lo + hi) // 2
-        if probe.bpp(settings[mid]) < target_bpp:
-            lo = mid + 1
-        else:
-            hi = mid
-    candidates = settings[max(0, lo - 1 - NEIGHBOURS): lo + 1 + NEIGHBOURS]
-    best = min(candidates, key=lambda s: (abs(probe.bpp(s) - target_bpp), probe.bpp(s)))
-    return probe.get(best)
+    curve = RateCurve(codec, image, cache, key)
+    return curve.coded(choose_setting(curve, target_bpp))
 
 
 def rate_curve(codec: Codec, image: np.ndarray, settings=None) -> list[tuple[Any, float]]:
     """``[(setting, bpp), ...]`` for ``image`` over ``settings`` (default: all of the codec's)."""
     pixels = image.shape[0] * image.shape[1]
-    return [(s, 8.0 * codec.code(image, s).num_bytes / pixels)
-            for s in (codec.settings if settings is None else settings)]
+    out = []
+    for s in (codec.settings if settings is None else settings):
+        encoded = encode_only(codec, image, s)
+        num_bytes = encoded.num_bytes if isinstance(encoded, Coded) else len(encoded)
+        out.append((s, 8.0 * num_bytes / pixels))
+    return out
