@@ -34,11 +34,16 @@ Row rules (per measure):
 * rows whose group label is missing are dropped; labels are compared as strings;
 * groups left with no rows are skipped.
 
-Randomness: every ``(attribute, codec, setting, measure)`` key gets its own generator,
-``numpy.random.default_rng(SeedSequence([seed, crc32(key)]))``, with separate child
-streams for the bootstrap and the permutation test, so results do not depend on the
-order in which cells are processed, and :func:`group_summary`, :func:`bias_table` and
-:func:`pairwise_gaps` use the same bootstrap draws for a given key.
+Randomness: seeds come from :func:`fairbits.seeding.keyed_seed`
+(``SeedSequence([seed, crc32(key)])``), so results do not depend on the order in which
+cells are processed. The bootstrap of every ``(attribute, codec, setting, measure)`` uses
+the first child stream of ``keyed_seed(seed, attribute, codec, setting, measure)``, so
+:func:`group_summary`, :func:`bias_table` and :func:`pairwise_gaps` use the same bootstrap
+draws for a given key. The permutation test draws its ``n_perm`` permutations once per
+``(attribute, codec, setting)``, from ``keyed_seed(seed, "permutation", attribute, codec,
+setting)``, and every measure column of the cell is tested on those same permutations
+(:mod:`fairbits.bias.permutation`); a column's p-value does not depend on which other
+columns are analysed with it.
 
 The gap CI is the percentile interval of the gap recomputed on stratified resamples.
 The max - min statistic is biased upwards in resamples, so with equal groups the CI
@@ -62,8 +67,9 @@ import numpy as np
 import pandas as pd
 
 from fairbits.bias.fdr import bh_q_values
-from fairbits.bias.intervals import _chunks, bootstrap_mean_sd, mean_interval, percentile_interval
+from fairbits.bias.intervals import bootstrap_mean_sd, mean_interval, percentile_interval
 from fairbits.bias.kinds import DEGRADATION, DRIFT, ColumnKind, resolve_kinds
+from fairbits.bias.permutation import permutation_p_values
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.fileio import atomic_write
 from fairbits.seeding import keyed_seed
@@ -89,10 +95,15 @@ def error_mask(results: pd.DataFrame) -> pd.Series:
     return err.notna() & (err.astype(str).str.strip() != "")
 
 
-def _rng(seed: int, key: tuple) -> tuple[np.random.Generator, np.random.Generator]:
-    """Two independent generators (bootstrap, permutation) derived from ``seed`` and ``key``."""
-    boot, perm = keyed_seed(seed, *key).spawn(2)
-    return np.random.default_rng(boot), np.random.default_rng(perm)
+def _boot_rng(seed: int, key: tuple) -> np.random.Generator:
+    """The bootstrap generator of ``key`` = ``(attribute, codec, setting, measure)``: the first
+    child stream of ``keyed_seed(seed, *key)``."""
+    return np.random.default_rng(keyed_seed(seed, *key).spawn(1)[0])
+
+
+def _perm_rng(seed: int, group_col: str, codec: str, setting: str) -> np.random.Generator:
+    """The permutation generator of one ``(attribute, codec, setting)``, shared by its columns."""
+    return np.random.default_rng(keyed_seed(seed, "permutation", group_col, codec, setting))
 
 
 def _check_columns(results: pd.DataFrame, group_col: str, measures: Sequence[str]) -> None:
@@ -140,26 +151,9 @@ class CellStats:
         return np.flatnonzero(self.eligible)
 
 
-def _permutation_p(values: list[np.ndarray], observed: float, n_perm: int, rng: np.random.Generator) -> float:
-    """p-value of "all groups equal" by shuffling group labels; statistic = max - min of means."""
-    if len(values) < 2 or n_perm <= 0:
-        return float("nan")
-    pooled = np.concatenate(values)
-    sizes = np.array([len(v) for v in values])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    # Shuffling labels with fixed group sizes == shuffling values against fixed slices.
-    stats = np.empty(n_perm)
-    for rows in _chunks(n_perm, len(pooled)):
-        shuffled = rng.permuted(np.broadcast_to(pooled, (rows.stop - rows.start, len(pooled))), axis=1)
-        means = np.add.reduceat(shuffled, starts, axis=1) / sizes
-        stats[rows] = means.max(axis=1) - means.min(axis=1)
-    tol = 1e-12 * max(1.0, abs(observed), float(np.abs(pooled).max()))
-    return float((1 + np.count_nonzero(stats >= observed - tol)) / (1 + n_perm))
-
-
-def _cell_stats(frame: pd.DataFrame, key: tuple, group_col: str, measure: str, *, n_boot: int, n_perm: int,
-                seed: int, ci: float, min_group_n: int) -> CellStats:
-    """Group statistics, bootstrap draws and the permutation p-value of one cell."""
+def _cell_stats(frame: pd.DataFrame, key: tuple, group_col: str, measure: str, *, n_boot: int, seed: int,
+                ci: float, min_group_n: int) -> CellStats:
+    """Group statistics and bootstrap draws of one cell; ``p_value`` NaN until :func:`_test_cell`."""
     codec, setting = key
     vals = pd.to_numeric(frame[measure], errors="coerce").to_numpy(dtype=float)
     ok = np.isfinite(vals) & frame[group_col].notna().to_numpy()
@@ -170,7 +164,7 @@ def _cell_stats(frame: pd.DataFrame, key: tuple, group_col: str, measure: str, *
                else np.full(len(used), np.nan))
     groups = sorted(set(labels))
     per_group = [vals[labels == g] for g in groups]
-    rng_boot, rng_perm = _rng(seed, (group_col, codec, setting, measure))
+    rng_boot = _boot_rng(seed, (group_col, codec, setting, measure))
     k = len(groups)
     boot = np.empty((max(n_boot, 0), k))
     lo, hi, methods = np.full(k, np.nan), np.full(k, np.nan), []
@@ -183,15 +177,12 @@ def _cell_stats(frame: pd.DataFrame, key: tuple, group_col: str, measure: str, *
     means = np.array([v.mean() for v in per_group])
     sds = np.array([v.std(ddof=1) if len(v) > 1 else np.nan for v in per_group])
     eligible = n >= min_group_n
-    compared = [per_group[j] for j in np.flatnonzero(eligible)]
-    gap = float(means[eligible].max() - means[eligible].min()) if len(compared) >= 2 else float("nan")
-    p = _permutation_p(compared, gap, n_perm, rng_perm) if len(compared) >= 2 else float("nan")
     with np.errstate(all="ignore"):
         bpp_means = np.array([np.nanmean(b) if np.isfinite(b).any() else np.nan
                               for b in (bpp_all[labels == g] for g in groups)])
         pooled_bpp = float(np.nanmean(bpp_all)) if np.isfinite(bpp_all).any() else float("nan")
     return CellStats(str(codec), str(setting), measure, group_col, groups, n, means, sds, lo, hi, methods,
-                     bpp_means, eligible, boot, p, pooled_bpp, min_group_n)
+                     bpp_means, eligible, boot, float("nan"), pooled_bpp, min_group_n)
 
 
 def _analyse(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, n_boot: int, n_perm: int,
@@ -203,10 +194,31 @@ def _analyse(results: pd.DataFrame, group_col: str, measures: Sequence[str], *, 
     clean = results.loc[~error_mask(results)]
     out = []
     for key, frame in clean.groupby(list(CELL_COLS), sort=False, dropna=False):
-        for m in measures:
-            out.append(_cell_stats(frame, key, group_col, m, n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
-                                   min_group_n=min_group_n))
+        cells = [_cell_stats(frame, key, group_col, m, n_boot=n_boot, seed=seed, ci=ci, min_group_n=min_group_n)
+                 for m in measures]
+        if n_perm > 0 and cells:
+            _test_cell(frame, group_col, cells, n_perm=n_perm, seed=seed)
+        out += cells
     return out
+
+
+def _test_cell(frame: pd.DataFrame, group_col: str, cells: Sequence[CellStats], *, n_perm: int, seed: int) -> None:
+    """Set ``p_value`` of every column of one cell (``cells``, one per measure) from one set of
+    ``n_perm`` permutations of the cell's labelled rows. A column's test uses the rows
+    :func:`_cell_stats` used for its compared groups (finite value, group with at least
+    ``min_group_n`` such rows); with fewer than two such groups its p-value stays NaN."""
+    labelled = frame[group_col].notna().to_numpy()
+    names, codes = np.unique(frame[group_col].astype(str).to_numpy()[labelled], return_inverse=True)
+    values = np.column_stack([pd.to_numeric(frame[c.measure], errors="coerce").to_numpy(dtype=float)[labelled]
+                              for c in cells])
+    compared = np.column_stack([np.array([g in chosen for g in names], dtype=bool)[codes]
+                                for chosen in ({c.groups[j] for j in c.compared} for c in cells)])
+    observed = np.array([np.ptp(c.means[c.compared]) if len(c.compared) >= 2 else np.nan for c in cells])
+    c0 = cells[0]
+    p = permutation_p_values(values, codes, np.isfinite(values) & compared, observed, n_perm,
+                             _perm_rng(seed, group_col, c0.codec, c0.setting))
+    for c, pv in zip(cells, p):
+        c.p_value = float(pv)
 
 
 # --------------------------------------------------------------------------- tables
@@ -348,7 +360,8 @@ def bias_table(results: pd.DataFrame, group_col: str, measures: Sequence[str], *
     (fairlearn's convention); ``worst_group``/``best_group`` by kind (none for a
     descriptive column) with their means; ``p_value`` =
     ``(1 + #{perm gap >= observed}) / (1 + n_perm)`` from shuffling group labels within the
-    cell; ``q_value`` Benjamini–Hochberg over the degradation and drift rows of this table;
+    cell (the same permutations for every column of the cell); ``q_value``
+    Benjamini–Hochberg over the degradation and drift rows of this table;
     ``effect_size`` = gap / pooled within-group SD; ``n``/``mean`` the count and mean of
     the compared rows, ``rel_gap`` = ``gap / |mean|``. With fewer than two groups of at
     least ``min_group_n`` rows the statistics are NaN and ``note`` says why.
