@@ -50,6 +50,13 @@ def _not_bool(v):
 Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
+def _strict_number(v):
+    """A number as written in YAML: an int or a float, never a boolean or a string."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number, got {type(v).__name__} {v!r}")
+    return v
+
+
 class DatasetSpec(BaseModel):
     """Where the images and labels are, and which of them to use.
 
@@ -78,6 +85,21 @@ class DatasetSpec(BaseModel):
       large original adds little: a 38-megapixel PNG took 0.15 GiB, a JPEG 0.01 GiB.
     * Images whose short side is below :data:`~fairbits.data.images.MIN_SIDE` = 33
       pixels (after ``size``) become error rows: MS-SSIM is undefined there.
+
+    Face crop (:mod:`fairbits.face.crop`, :func:`fairbits.data.images.load_cropped_original`):
+
+    * ``crop``: ``none`` (default) or ``face``. With ``face``, each original is decoded at
+      full resolution and cropped to a square around its most confident detected face
+      (mediapipe face detection) **before** ``size`` resizes it, so codecs code, measures
+      measure and rates count only the cropped pixels (``bpp = 8 * bytes / crop pixels``,
+      after ``size`` when set). Each row records the crop's box in pixels of the decoded
+      original; an image without a detected face becomes an error row
+      ``no face for crop: face``. Without ``size``, ``max_pixels`` bounds the crop, not the
+      original (originals up to 40 MP are decoded).
+    * ``crop_margin`` (default 0.25, 0 to 2; only with ``crop: face``): the face box grows
+      by this fraction of its width on the left and right and of its height above and
+      below, then becomes a square of its larger side, shifted to lie inside the image
+      (shrunk to the image's short side only when it cannot fit).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -91,6 +113,25 @@ class DatasetSpec(BaseModel):
                                    description="resize + centre-crop to size x size")
     max_pixels: StrictInt = Field(default=AUDIT_MAX_PIXELS, gt=0, le=MAX_PIXELS_LIMIT,
                                   description="most pixels of an image the measures see")
+    crop: Literal["none", "face"] = Field(default="none", description="crop each original to its face "
+                                          "before resizing (rates are over the cropped pixels)")
+    crop_margin: Annotated[float, BeforeValidator(_strict_number)] = Field(
+        default=0.25, description="growth of the face box on each side, x its size (crop: face), 0 to 2")
+
+    @field_validator("crop_margin")
+    @classmethod
+    def _margin_range(cls, v: float) -> float:
+        if not 0 <= v <= 2:  # NaN fails too
+            raise ValueError(f"crop_margin must be from 0 to 2 (the fraction of the face box's size added on "
+                             f"each side; 0.25 is the default), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _margin_needs_crop(self):
+        if "crop_margin" in self.model_fields_set and self.crop != "face":
+            raise ValueError(f"crop_margin is set but crop is {self.crop!r}; set `crop: face` to crop "
+                             "originals to their faces, or remove crop_margin")
+        return self
 
     @model_validator(mode="after")
     def _size_within_limit(self):

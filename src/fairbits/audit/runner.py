@@ -15,6 +15,8 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -34,7 +36,10 @@ from fairbits.spec import AuditSpec
 
 def _config(plan: AuditPlan) -> dict:
     """What a run's rows depend on besides the images: dataset options, measures, seed."""
-    return {"dataset": plan.spec.dataset.model_dump(mode="json"), "measures": plan.measures,
+    dataset = plan.spec.dataset.model_dump(mode="json")
+    if dataset.get("crop") == "none":  # runs made before `crop` existed keep their fingerprint
+        dataset.pop("crop"), dataset.pop("crop_margin", None)
+    return {"dataset": dataset, "measures": plan.measures,
             "seed": plan.spec.seed}
 
 
@@ -92,6 +97,25 @@ class BatchFailed(FairbitsError):
     """Every usable image of a batch failed in a cell: the cause is the configuration."""
 
 
+def pending_batches(ids: pd.Series, has_row: dict[str, np.ndarray], batch_size: int,
+                    checked: dict[str, set[str]]):
+    """Yield ``(index, rows, pending)`` for each batch of ``batch_size`` manifest rows that some
+    cell lacks: ``rows`` a slice of the manifest, ``pending`` a :class:`PendingCell` per cell
+    with missing rows there. ``has_row`` holds, per unfinished cell, a bool mask over the
+    manifest; the cost is linear in manifest length × cells."""
+    values = ids.to_numpy()
+    for index, start in enumerate(range(0, len(values), batch_size)):
+        rows = slice(start, start + batch_size)
+        pending = []
+        for cell_id, has in has_row.items():
+            missing = values[rows][~has[rows]]
+            if len(missing):
+                checks = checked.get(cell_id, ())
+                pending.append(PendingCell(cell_id, tuple(missing), tuple(i for i in missing if i in checks)))
+        if pending:
+            yield index, rows, pending
+
+
 class Driver:
     """The engine-independent half of a run, in the process that owns the run directory:
     which work is left (:meth:`jobs`) and storing what workers return (:meth:`commit`).
@@ -118,18 +142,9 @@ class Driver:
 
     def jobs(self):
         """Yield a :class:`BatchJob` per ``batch_size`` manifest rows that some cell still lacks."""
-        manifest, bs = self.plan.manifest, self.plan.spec.batch_size
-        for index, start in enumerate(range(0, len(manifest), bs)):
-            rows = slice(start, start + bs)
-            pending = []
-            for cell_id, has in self.has_row.items():
-                missing = manifest["image_id"].iloc[rows][~has[rows]]
-                if len(missing):
-                    checks = self.checked.get(cell_id, ())
-                    pending.append(PendingCell(cell_id, tuple(missing),
-                                               tuple(i for i in missing if i in checks)))
-            if not pending:
-                continue
+        manifest = self.plan.manifest
+        for index, rows, pending in pending_batches(manifest["image_id"], self.has_row, self.plan.spec.batch_size,
+                                                    self.checked):
             need = set().union(*(p.ids for p in pending))
             images = manifest.iloc[rows]
             images = images[images["image_id"].isin(need)].reset_index(drop=True)

@@ -25,7 +25,7 @@ import torch
 from fairbits.audit.coding import CHECK_COLUMNS, Outcome, code_exact, code_fast
 from fairbits.audit.faces import FaceAnalysis, FaceBatch, FaceRecord
 from fairbits.audit.plan import AuditPlan, Cell, plan_cells, plan_measures, plan_realism, resolve_device
-from fairbits.data.images import load_original, to_tensor
+from fairbits.data.images import load_cropped_original, to_tensor
 from fairbits.errors import ImageError
 from fairbits.measures.base import Measure
 from fairbits.spec import AuditSpec
@@ -82,11 +82,12 @@ class BatchJob:
 @dataclass
 class Prepared:
     """A job after :meth:`AuditWorker.prepare`: originals (``uint8 (H, W, 3)`` or an error
-    string, by id), their face analyses, new analyses to store, the exact cells' outcomes
+    string, by id), their crop boxes (``crop: face``), their face analyses, new analyses to store, the exact cells' outcomes
     and the fast cells' check codings (both by cell id, then image id)."""
 
     job: BatchJob
     originals: dict[str, np.ndarray | str]
+    crops: dict[str, tuple | None]
     faces: dict[str, FaceRecord] | None
     new_faces: list[dict]
     coded: dict[str, dict[str, Outcome | str]]
@@ -111,15 +112,19 @@ class BatchResult:
         return sum(len(r) for r in self.rows.values())
 
 
-def read_original(path: str, max_pixels: int, size: int | None) -> np.ndarray | str:
-    """The original as ``uint8 (H, W, 3)`` (:func:`fairbits.data.images.load_original`),
-    or the reason it cannot be audited (the image's error row)."""
+CROP_COLUMNS = ("crop_x", "crop_y", "crop_w", "crop_h")  # with ``crop: face``: the box, original pixels
+
+
+def read_original(path: str, max_pixels: int, size: int | None, crop=None) -> tuple[np.ndarray | str, tuple | None]:
+    """The original as ``uint8 (H, W, 3)`` (:func:`fairbits.data.images.load_cropped_original`),
+    or the reason it cannot be audited (the image's error row); and, with a ``crop``
+    (:class:`fairbits.face.crop.FaceCrop`), its box ``(x, y, w, h)`` in the decoded original."""
     try:
-        return load_original(path, max_pixels=max_pixels, size=size)
+        return load_cropped_original(path, max_pixels=max_pixels, size=size, crop=crop)
     except ImageError as e:
-        return str(e)
+        return str(e), None
     except Exception as e:  # an image must never kill the run
-        return f"{type(e).__name__}: {e}"
+        return f"{type(e).__name__}: {e}", None
 
 
 def _measure(measures: list[Measure], originals: list[np.ndarray], recons: list[np.ndarray],
@@ -188,6 +193,11 @@ class AuditWorker:
         self.needs_faces = any(m.needs_faces for m in measures)
         self.faces = FaceAnalysis(embed=any(m.name == "identity" for m in measures))
         self.realism = realism
+        self.crop = None
+        if spec.dataset.crop == "face":
+            from fairbits.face.crop import FaceCrop
+
+            self.crop = FaceCrop(spec.dataset.crop_margin)
         self._extractor = None
         self.pool = ThreadPoolExecutor(threads)
         self.exact_pools: dict[str, object] = {}
@@ -221,12 +231,14 @@ class AuditWorker:
     def load(self, job: BatchJob) -> list:
         """Futures decoding the job's originals on the worker's threads (in manifest order)."""
         ds = self.spec.dataset
-        return [self.pool.submit(read_original, p, ds.max_pixels, ds.size) for p in job.images["path"]]
+        return [self.pool.submit(read_original, p, ds.max_pixels, ds.size, self.crop) for p in job.images["path"]]
 
     def prepare(self, job: BatchJob, loading: list | None = None) -> Prepared:
         """Decode (or take the futures of :meth:`load`), analyse faces, code exact cells."""
         loading = self.load(job) if loading is None else loading
-        originals = dict(zip(job.images["image_id"], [f.result() for f in loading]))
+        loaded = dict(zip(job.images["image_id"], [f.result() for f in loading]))
+        originals = {i: im for i, (im, _) in loaded.items()}
+        crops = {i: box for i, (_, box) in loaded.items()}
         keys = job.keys()
         faces, new_faces = None, []
         if self.needs_faces:
@@ -240,7 +252,7 @@ class AuditWorker:
             out = code_exact(cell, self.codecs[cell.codec], ids, originals, keys, pool=self.pool, cache=cache,
                              processes=self.exact_pools.get(cell.id) if cell.mode == "exact" else None)
             (coded if cell.mode == "exact" else checks)[cell.id] = out
-        return Prepared(job, originals, faces, new_faces, coded, checks)
+        return Prepared(job, originals, crops, faces, new_faces, coded, checks)
 
     # -- step 2: measure device ----------------------------------------------------------
     def finish(self, prep: Prepared) -> BatchResult:
@@ -256,6 +268,9 @@ class AuditWorker:
                 outcomes = code_fast(cell, self.codecs[cell.codec], list(p.ids), originals, self.device,
                                      prep.checks.get(cell.id, {}))
             rows, recons = self._rows(cell, list(p.ids), outcomes, originals, prep.faces, labels, memo)
+            if self.crop is not None:
+                for i, row in rows.items():
+                    row.update(zip(CROP_COLUMNS, prep.crops.get(i) or (np.nan,) * 4))
             failed = [r for i, r in rows.items() if not isinstance(originals[i], str)]
             if failed and all(r["error"] for r in failed):
                 result.failed = (f"{cell.id}: all {len(failed)} decodable image(s) of a batch failed "

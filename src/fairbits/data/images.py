@@ -21,7 +21,9 @@ An audit reads its originals with :func:`load_original`: :func:`load_rgb`, a che
 reduction of large originals when a target ``size`` is set (JPEG DCT scaling with
 ``Image.draft``, else ``Image.reduce`` by an integer factor, always keeping the short
 side at least ``size``), :func:`fit_size`, then the minimum-size check
-(:data:`MIN_SIDE`).
+(:data:`MIN_SIDE`). :func:`load_cropped_original` does the same with a ``crop`` (such as
+:class:`fairbits.face.crop.FaceCrop`) applied to the full-resolution decode before the
+resize, and returns the crop's box too.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,6 +41,12 @@ from fairbits.errors import ImageError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the spec reads this module's limits
     import torch
+
+# A crop's box in pixels of the decoded original: (x, y, w, h), left, top, width, height.
+Box = tuple[int, int, int, int]
+# A crop of a decoded original: uint8 (H, W, 3) -> (uint8 (h, w, 3), its Box); raises
+# ImageError when the image cannot be cropped (e.g. no face).
+Crop = Callable[[np.ndarray], tuple[np.ndarray, Box]]
 
 ALPHA_BACKGROUND = (255, 255, 255)
 # load_rgb's default limit, and the limit on originals that are decoded to be resized
@@ -223,10 +231,48 @@ def load_original(path: str | Path, *, max_pixels: int = AUDIT_MAX_PIXELS, size:
                              f"(the measures need about {GIB_PER_MEGAPIXEL} GiB per megapixel)") from None
     else:
         image = fit_size(load_rgb(path, max(max_pixels, DEFAULT_MAX_PIXELS), reduce_to=size), size)
+    _check_min_side(image, min_side)
+    return image
+
+
+def load_cropped_original(path: str | Path, *, max_pixels: int = AUDIT_MAX_PIXELS, size: int | None = None,
+                          crop: Crop | None = None, min_side: int = MIN_SIDE) -> tuple[np.ndarray, Box | None]:
+    """An audit's original, cropped by ``crop`` before it is resized to ``size``.
+
+    Without ``crop`` this is :func:`load_original` with a box of None. With ``crop``, the
+    original (up to ``max(max_pixels, DEFAULT_MAX_PIXELS)`` pixels) is decoded at full
+    resolution, never at a reduced scale (a face may be small in the frame), then
+    cropped; with ``size`` the crop is resized to ``size x size`` (:func:`fit_size`),
+    without it the crop itself must have at most ``max_pixels`` pixels (the measures see
+    only the crop). The minimum-size check applies to the result, so the rate of a coded
+    image is over the cropped (and resized) pixels.
+
+    Returns:
+        ``(image, box)``: ``uint8 (H, W, 3)`` (``(size, size, 3)`` with ``size``) and the
+        crop's ``(x, y, w, h)`` in pixels of the decoded original (after its EXIF
+        orientation), or None without ``crop``.
+    Raises:
+        ImageError: the file cannot be used (see :func:`load_rgb`), ``crop`` refuses the
+            image (its message is kept), or the result is too large or too small.
+    """
+    if crop is None:
+        return load_original(path, max_pixels=max_pixels, size=size, min_side=min_side), None
+    image, box = crop(load_rgb(path, max(max_pixels, DEFAULT_MAX_PIXELS)))
+    h, w = image.shape[:2]
+    if size is not None:
+        image = fit_size(image, size)
+    elif h * w > max_pixels:
+        raise ImageError(f"too large: the crop is {w}x{h} pixels > limit {max_pixels}; set dataset.size to "
+                         f"audit a resized copy, or raise dataset.max_pixels "
+                         f"(the measures need about {GIB_PER_MEGAPIXEL} GiB per megapixel)")
+    _check_min_side(image, min_side, " after the crop")
+    return image, tuple(int(v) for v in box)
+
+
+def _check_min_side(image: np.ndarray, min_side: int, where: str = "") -> None:
     h, w = image.shape[:2]
     if min(h, w) < min_side:
-        raise ImageError(f"too small: {w}x{h} pixels; the minimum is {min_side} on the short side")
-    return image
+        raise ImageError(f"too small: {w}x{h} pixels{where}; the minimum is {min_side} on the short side")
 
 
 def fit_size(image: np.ndarray, size: int | None,
