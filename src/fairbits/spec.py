@@ -208,6 +208,10 @@ class AuditSpec(BaseModel):
     batch_size: StrictInt = Field(default=32, gt=0)
     workers: StrictInt = Field(default=2, gt=0, description="threads for decoding and coding images")
     processes: StrictInt = Field(default=1, gt=0, description="worker processes for exact coding of learned codecs")
+    equal_rates: list[Annotated[float, Field(gt=0)]] = Field(
+        default=[0.05, 0.1, 0.25, 0.5], min_length=1,
+        description="bpp at which codecs are compared (equal_rate.csv): each group's rate-measure curve "
+        "is interpolated in log bpp between measured settings, never extrapolated")
     torch_threads: StrictInt | None = Field(
         default=None, gt=0, description="torch's intra-op threads in each worker (default: torch's own, "
         "1 per CPU of a Ray actor). Learned codecs' CPU reconstructions can differ by one 8-bit level in "

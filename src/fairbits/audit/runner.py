@@ -311,8 +311,22 @@ def finish_report(run_dir: str | Path) -> Path:
 
     write_attribution(run_dir, results, info["groups"], n_boot=info.get("n_boot", 1000), seed=info.get("seed", 0),
                       min_group_n=min_group_n)
+    from fairbits.bias.accuracy import write_accuracy_bias
+    from fairbits.bias.equal_rate import DEFAULT_RATES, write_equal_rate
+    from fairbits.bias.kinds import resolve_kinds
+    from fairbits.bias.stats import measure_columns as result_columns
+
+    n_boot, seed = info.get("n_boot", 1000), info.get("seed", 0)
+    write_accuracy_bias(run_dir, results, info["groups"], n_boot=n_boot, seed=seed, min_group_n=min_group_n)
+    write_equal_rate(run_dir, results, info["groups"], resolve_kinds(result_columns(results, measures), run_info=info),
+                     rates=info.get("spec", {}).get("equal_rates") or DEFAULT_RATES, n_boot=n_boot, seed=seed,
+                     min_group_n=min_group_n)
     if info.get("realism"):
         write_realism(run_dir, results, info["groups"], info["realism"], seed=info.get("seed", 0))
     from fairbits.report.integrity import missing_rows_section
 
-    return render_report(run_dir, results, manifest, info, extra_sections=[missing_rows_section])
+    from fairbits.report.accuracy import accuracy_section
+    from fairbits.report.equal_rate import equal_rate_section
+
+    return render_report(run_dir, results, manifest, info,
+                         extra_sections=[missing_rows_section, accuracy_section, equal_rate_section])
