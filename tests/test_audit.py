@@ -89,3 +89,18 @@ def test_realism_measure_writes_features_and_table(tmp_path):
     ids, feats = FeatureStore(run, "pixels").load("originals")
     assert len(ids) == len(set(ids)) == 10 and feats.shape == (10, 768)
     assert "Realism per group" in (run / "report.html").read_text()
+
+
+def test_realism_intervals_use_the_specs_n_boot(tmp_path):
+    from fairbits.audit.store import load_results
+    from fairbits.measures.realism import FeatureStore, realism_table
+
+    csv = write_csv_dataset(tmp_path / "d", n_per_group=5)
+    spec = parse_spec(_spec(csv, measures=["psnr", "realism"], realism_features="pixels", n_boot=150))
+    run = run_audit(spec, tmp_path / "r", progress=False)
+    stored = pd.read_csv(run / "realism.csv", dtype={"group": str})
+    results = load_results(run)
+    for n_boot, same in ((150, True), (200, False)):  # 200: the function's own default
+        table = realism_table(results, FeatureStore(run, "pixels"), ["grp"], n_boot=n_boot, seed=0)
+        ci = [c for c in table.columns if c.endswith("_ci_low")]
+        assert ci and np.allclose(table[ci].to_numpy(float), stored[ci].to_numpy(float), equal_nan=True) == same

@@ -322,7 +322,7 @@ def finish_report(run_dir: str | Path) -> Path:
                      rates=info.get("spec", {}).get("equal_rates") or DEFAULT_RATES, n_boot=n_boot, seed=seed,
                      min_group_n=min_group_n)
     if info.get("realism"):
-        write_realism(run_dir, results, info["groups"], info["realism"], seed=info.get("seed", 0))
+        write_realism(run_dir, results, info["groups"], info["realism"], seed=seed, n_boot=n_boot)
     from fairbits.report.integrity import missing_rows_section
 
     from fairbits.report.accuracy import accuracy_section
