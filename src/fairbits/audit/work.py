@@ -28,6 +28,7 @@ from fairbits.audit.plan import AuditPlan, Cell, plan_cells, plan_measures, plan
 from fairbits.data.images import load_cropped_original, to_tensor
 from fairbits.errors import ImageError
 from fairbits.measures.base import Measure
+from fairbits.measures.memo import BatchMemo, image_features
 from fairbits.spec import AuditSpec
 
 # On CPU, measures run on a few images at a time: peak memory stays small (SSIM and
@@ -168,14 +169,6 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def _new_memo():
-    try:
-        from fairbits.measures.memo import BatchMemo
-    except ImportError:  # pragma: no cover - until the memo lands
-        return {}
-    return BatchMemo()
-
-
 class AuditWorker:
     """Runs :class:`BatchJob`s for one audit: its cells, codecs, measures and device.
 
@@ -260,7 +253,7 @@ class AuditWorker:
         job, originals = prep.job, prep.originals
         result = BatchResult(job.index, faces=prep.new_faces)
         labels = job.images.set_index("image_id")
-        memo = _new_memo()
+        memo = BatchMemo()  # shared by the batch's cells: originals' Lab and features once
         for p in job.pending:
             cell = self.cells[p.cell]
             outcomes = prep.coded.get(cell.id)
@@ -277,12 +270,15 @@ class AuditWorker:
                                  f"(first: {failed[0]['error']})")
                 return result
             result.rows[cell.id] = _frame(list(rows.values()))
-            if self.realism and recons:
-                result.features[cell.id] = self._features(recons)
+            if self.realism and recons:  # before the next cell: the memo holds one cell's reconstructions
+                ids = list(recons)
+                result.features[cell.id] = (ids, image_features(memo, self.extractor, ids, [recons[i] for i in ids],
+                                                                cell.id))
         if self.realism:
             new = {i: originals[i] for i in job.original_features if not isinstance(originals[i], str)}
             if new:
-                result.features["originals"] = self._features(new)
+                ids = list(new)
+                result.features["originals"] = (ids, image_features(memo, self.extractor, ids, [new[i] for i in ids]))
         return result
 
     def run(self, job: BatchJob, loading: list | None = None) -> BatchResult:
@@ -321,14 +317,3 @@ class AuditWorker:
                 rows[i].update({c: float(v[k]) for c, v in vals.items()})
         recons = {i: outcomes[i].recon for g in good.values() for i in g if rows[i]["error"] is None}
         return rows, recons
-
-    def _features(self, images: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
-        """Realism features of ``images`` (by id): ``(ids, float32 (k, d))``, one call per size."""
-        ids_out, feats = [], []
-        by_size: dict[tuple, list[str]] = {}
-        for i, im in images.items():
-            by_size.setdefault(im.shape, []).append(i)
-        for ids in by_size.values():
-            ids_out += ids
-            feats.append(np.asarray(self.extractor(to_tensor([images[i] for i in ids])), dtype=np.float32))
-        return ids_out, np.concatenate(feats)

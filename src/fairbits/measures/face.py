@@ -10,7 +10,9 @@ reconstruction, ``delta_*`` = recon − orig (signed).
     b*, hue angle (degrees) and their changes; ΔE2000 between mean colours in the skin,
     lip and hair masks; the ITA-derived Fitzpatrick type (1–6, Del Bino bins) and Monk
     category (1–10, nearest swatch ITA) and whether each changed (1/0). A positive
-    ``delta_ita`` means the skin came back lighter.
+    ``delta_ita`` means the skin came back lighter. The float64 CIELAB images come from
+    the batch's memo when the engine passes one, shared with ``ciede2000``
+    (:mod:`fairbits.measures.memo`).
 ``landmarks``
     Face mesh detected again on the reconstruction. ``face_found_recon`` (1/0);
     ``landmark_nme``: mean displacement of the 478 points divided by the original's
@@ -31,10 +33,11 @@ import functools
 import numpy as np
 import torch
 
-from fairbits.colour import ita_to_fitzpatrick, ita_to_monk, srgb_to_lab
+from fairbits.colour import ita_to_fitzpatrick, ita_to_monk
 from fairbits.data.images import to_uint8
 from fairbits.face.tone import region_delta_e, region_lab, tone_stats
 from fairbits.measures.base import HIGHER, LOWER, PROPERTY, SIGNED, register_measure
+from fairbits.measures.memo import cielab
 
 # Face-mesh points of the geometry ratios.
 IRIS = (468, 473)
@@ -57,7 +60,7 @@ def _categories(ita: np.ndarray, fn) -> np.ndarray:
 
 def skin_tone(original: torch.Tensor, recon: torch.Tensor, context: dict) -> dict[str, np.ndarray]:
     faces = context["faces"]
-    lab_o, lab_r = srgb_to_lab(original.double()), srgb_to_lab(recon.double())
+    lab_o, lab_r = cielab(original, context, recon=False), cielab(recon, context, recon=True)
     skin = faces.masks["skin"]
     so = {k: v.cpu().numpy() for k, v in tone_stats(region_lab(lab_o, skin)).items()}
     sr = {k: v.cpu().numpy() for k, v in tone_stats(region_lab(lab_r, skin)).items()}

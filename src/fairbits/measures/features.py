@@ -10,6 +10,12 @@ Extractors are deterministic (same input → same output), run on the CPU and pr
 the batch in chunks of ``batch_size`` images. Only ``inception`` needs downloaded
 weights (fetched once into torch.hub's cache, see :func:`inception_weights_path`).
 
+An extractor whose result for an image does not depend on the other images of the batch
+has a ``memo_key`` naming what it computes (``"sface(crop=0.8)"``), so the measures and
+realism features of one audit batch compute an image once (:mod:`fairbits.measures.memo`).
+``inception`` has none: its convolutions need not give the same last bits for every
+batch size.
+
 Registered names (:func:`extractor_names`):
 
 ``sface`` (the default, :data:`DEFAULT_EXTRACTOR`)
@@ -84,6 +90,11 @@ class PixelExtractor:
         self.dim = 3 * self.size * self.size
         self.batch_size = batch_size
 
+    @property
+    def memo_key(self) -> str:
+        """What this computes, for :mod:`fairbits.measures.memo` (per image, batch-independent)."""
+        return f"pixels(size={self.size})"
+
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         x = _check_images(images)
         out = [F.adaptive_avg_pool2d(x[i:i + self.batch_size], self.size).flatten(1)
@@ -137,6 +148,14 @@ class SFaceExtractor:
         self.model_path = sface_model_path()
         self._cv2 = cv2
         self._net = cv2.FaceRecognizerSF.create(str(self.model_path), "")
+
+    @property
+    def memo_key(self) -> str:
+        """What this computes, for :mod:`fairbits.measures.memo`: the network sees one image at
+        a time and the crop and resize are per image, so an image's embedding does not depend
+        on its batch. The phenotype component ``sface`` and the realism extractor ``sface``
+        have the same key; ``sface-inner`` (crop 0.4) has another."""
+        return f"sface(crop={self.crop})"
 
     def _prepare(self, images: torch.Tensor) -> np.ndarray:
         """``(N,3,H,W)`` float in [0,1] → ``uint8 (N,112,112,3)`` BGR (OpenCV's order)."""

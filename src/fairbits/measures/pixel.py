@@ -23,8 +23,9 @@ from pytorch_msssim import ms_ssim as _ms_ssim
 from pytorch_msssim import ssim as _ssim
 
 from fairbits.colour import ciede2000 as _ciede2000
-from fairbits.colour import luma_bt601, srgb_to_lab
+from fairbits.colour import luma_bt601
 from fairbits.measures.base import HIGHER, LOWER, register_measure
+from fairbits.measures.memo import cielab
 
 PSNR_CAP_DB = 100.0
 SSIM_WIN = 11
@@ -96,9 +97,14 @@ def ms_ssim(original: torch.Tensor, recon: torch.Tensor, context: dict | None = 
 
 
 def ciede2000(original: torch.Tensor, recon: torch.Tensor, context: dict | None = None) -> dict:
-    """Mean CIEDE2000 colour difference over the pixels of each image (sRGB → Lab D65)."""
+    """Mean CIEDE2000 colour difference over the pixels of each image (sRGB → Lab D65).
+
+    The CIELAB images come from ``context["memo"]`` when the engine passes one
+    (:func:`fairbits.measures.memo.cielab`): shared with ``skin_tone``, originals once per batch.
+    """
     wide = torch.float32 if original.device.type == "mps" else torch.float64
-    de = _ciede2000(srgb_to_lab(original.to(wide)), srgb_to_lab(recon.to(wide)))
+    lab_o = cielab(original, context, recon=False, dtype=wide)
+    de = _ciede2000(lab_o, cielab(recon, context, recon=True, dtype=wide))
     return {"ciede2000": _out(de.flatten(1).mean(1))}
 
 
