@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from fairbits.cli import app
-from fairbits.cli_fairgen import load_generator
+from fairbits.cli.fairgen import load_generator
 from fairbits.colour import lab_to_srgb, srgb_to_lab
 from fairbits.data.manifest import build_manifest
 from fairbits.errors import FairbitsError, SpecError

@@ -315,7 +315,7 @@ def test_builtin_checkpoints_meta_are_configs():
 
 
 def test_cli_objective_options(phantoms, tmp_path):
-    from fairbits.cli_train import register
+    from fairbits.cli.train import register
 
     app = typer.Typer()
     register(app)

@@ -21,7 +21,7 @@ from PIL import Image
 from published_layouts import write_rfw, write_rfw_metadata
 from typer.testing import CliRunner
 
-from fairbits.cli_phenotype import register
+from fairbits.cli.phenotype import register
 from fairbits.codecs.base import get_codec
 from fairbits.data.images import load_rgb, to_tensor
 from fairbits.data.phantom import render_phantoms

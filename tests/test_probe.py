@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 pytest.importorskip("mediapipe")
 skimage_data = pytest.importorskip("skimage.data")
 
-from fairbits.cli_probe import register  # noqa: E402
+from fairbits.cli.probe import register  # noqa: E402
 from fairbits.data.manifest import build_manifest  # noqa: E402
 from fairbits.errors import FairbitsError  # noqa: E402
 from fairbits.face import FaceAnalyzer  # noqa: E402

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from training_helpers import ARCH, TINY, phantoms, read_log  # noqa: F401 (phantoms: a fixture)
 
-from fairbits.cli_train import load_training_data, register
+from fairbits.cli.train import register
+from fairbits.codecs.train.data import load_training_data
 from fairbits.codecs.training import state_path, sweep_path, train_codec, train_sweep
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.spec import DatasetSpec

@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from fairbits.cli import app
-from fairbits.cli_fairgen import BUILTIN, stored_generator
+from fairbits.cli.fairgen import BUILTIN, stored_generator
 from fairbits.errors import FairbitsError, SpecError
 from fairbits.generative.export import load_sampler, save_sampler
 from fairbits.generative.sampler import FairLatentSampler

@@ -116,7 +116,7 @@ def load_sampler(path) -> FairLatentSampler:
     ``attribute_names_``, ``scorer_specs_`` (strings or None) and ``meta_`` (a dict).
     Nothing in the file is imported or called: ``meta_["generator"]`` is only a
     string, and the CLI uses it only when it is the built-in key
-    (:func:`fairbits.cli_fairgen.stored_generator`).
+    (:func:`fairbits.cli.fairgen.stored_generator`).
 
     Raises:
         FairbitsError: missing file, not a fairbits sampler file, or a malformed one.

@@ -197,7 +197,7 @@ def _image_paths(source: Path) -> list[str]:
     from fairbits.data.manifest import build_manifest
 
     if source.suffix.lower() in (".yaml", ".yml"):
-        from fairbits.cli_train import load_training_data
+        from fairbits.codecs.train.data import load_training_data
 
         ds = load_training_data(source)
         df = build_manifest(ds.reader, ds.path, options=ds.reader_options, split=ds.split, checksums=False)

@@ -1,5 +1,7 @@
 """The training images: the manifest, its images fitted to one size, crops and skin masks.
 
+* :func:`load_training_data` reads the dataset of a training data YAML (what
+  ``fairbits train-codec --data``, ``train-phenotype --data`` and ``fairgen study --train`` take).
 * :func:`load_training_set` reads a dataset spec (or takes a manifest DataFrame), drops
   unreadable images, cuts it to a group mix if asked and describes it (counts per group,
   a hash of the image ids) for the checkpoint meta and the resume check.
@@ -27,11 +29,12 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 from fairbits.codecs.train.config import TrainConfig
 from fairbits.data.images import fit_size, load_original
 from fairbits.errors import CodecUnavailable, DatasetError, ImageError, SpecError
-from fairbits.spec import DatasetSpec
+from fairbits.spec import DatasetSpec, read_yaml
 
 SKIN_CODE = 1   # fairbits.data.phantom.REGIONS["skin"]
 
@@ -47,6 +50,30 @@ class TrainingSet:
     max_pixels: int
     root: Path | None
     desc: dict[str, Any] = field(default_factory=dict)
+
+
+def load_training_data(path: str | Path) -> DatasetSpec:
+    """The dataset of a training data YAML: its top level is a dataset mapping (``reader``,
+    ``path``, reader options, ``size``...) or an audit spec with a ``dataset:`` key. A
+    relative ``path`` is read from the YAML file's folder.
+
+    Raises:
+        SpecError: missing file, invalid YAML, or an invalid dataset mapping.
+    """
+    p = Path(path)
+    data = read_yaml(p, "data file")
+    if isinstance(data, dict) and isinstance(data.get("dataset"), dict):
+        data = data["dataset"]
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: expected a dataset mapping (reader, path, ...) or a spec with `dataset:`")
+    try:
+        ds = DatasetSpec.model_validate(data)
+    except ValidationError as e:
+        where = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
+        raise SpecError(f"{p}: invalid dataset: {where}") from None
+    if not ds.path.is_absolute():
+        ds.path = (p.parent / ds.path).resolve()
+    return ds
 
 
 def _manifest_from_spec(ds: DatasetSpec, group_columns: list[str], seed: int) -> pd.DataFrame:
@@ -259,4 +286,5 @@ class SkinMasks:
             self._analyzer = None
 
 
-__all__ = ["TrainingSet", "load_training_set", "ImageSource", "SkinMasks", "fit_mask", "SKIN_CODE"]
+__all__ = ["TrainingSet", "load_training_data", "load_training_set", "ImageSource", "SkinMasks", "fit_mask",
+           "SKIN_CODE"]

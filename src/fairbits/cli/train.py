@@ -1,15 +1,14 @@
 """``fairbits train-codec``: train learned codecs from the command line.
 
-The main CLI calls :func:`register` to add the command. The options become one
-:class:`~fairbits.codecs.train.config.TrainConfig` per λ (see
+The options become one :class:`~fairbits.codecs.train.config.TrainConfig` per λ (see
 :mod:`fairbits.codecs.training` for what is optimised). Besides natural, balanced or
 mixed sampling, ``--objective group-dro:<column> [--dro-step η]`` trains against the
 worst group's rate–distortion loss (group DRO; ``--dro-relative`` for a scale-free
 step) and ``--colour-loss WEIGHT`` adds a term that penalises the shift of the mean skin
-colour (CIELAB). ``--data`` names a YAML file whose top level is either a dataset mapping (``reader``, ``path``, reader options, ``size``…)
-or a whole audit spec with a ``dataset:`` key; relative paths are read from the YAML
-file's folder. A :class:`~fairbits.errors.FairbitsError` is printed and ends the command
-with exit status 2.
+colour (CIELAB). ``--data`` names a YAML file whose top level is either a dataset mapping
+(``reader``, ``path``, reader options, ``size``…) or a whole audit spec with a ``dataset:``
+key; relative paths are read from the YAML file's folder
+(:func:`fairbits.codecs.train.data.load_training_data`).
 """
 
 from __future__ import annotations
@@ -18,40 +17,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from pydantic import ValidationError
 
+from fairbits.cli.common import exit_on_error
 from fairbits.codecs.train.config import TrainConfig
-from fairbits.errors import FairbitsError, SpecError
-from fairbits.spec import DatasetSpec, read_yaml
-
-
-def load_training_data(path: str | Path) -> DatasetSpec:
-    """The dataset of a training data YAML (a dataset mapping or an audit spec's ``dataset:``).
-
-    Raises:
-        SpecError: missing file, invalid YAML, or an invalid dataset mapping.
-    """
-    p = Path(path)
-    data = read_yaml(p, "data file")
-    if isinstance(data, dict) and isinstance(data.get("dataset"), dict):
-        data = data["dataset"]
-    if not isinstance(data, dict):
-        raise SpecError(f"{p}: expected a dataset mapping (reader, path, ...) or a spec with `dataset:`")
-    try:
-        ds = DatasetSpec.model_validate(data)
-    except ValidationError as e:
-        where = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
-        raise SpecError(f"{p}: invalid dataset: {where}") from None
-    if not ds.path.is_absolute():
-        ds.path = (p.parent / ds.path).resolve()
-    return ds
-
-
-def _fail(e: FairbitsError) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+from fairbits.errors import SpecError
 
 
 def train_codec_cmd(
@@ -99,7 +68,7 @@ def train_codec_cmd(
 ):
     """Train a learned codec per λ on a dataset: natural, balanced or mixed sampling,
     optionally group-robust (group DRO) or colour-preserving."""
-    try:
+    with exit_on_error():
         if train_size is not None and group_mix is None:
             raise SpecError("--train-size only applies with --group-mix")
         if any(not (l > 0) for l in lmbda):
@@ -113,8 +82,6 @@ def train_codec_cmd(
             colour_loss=colour_loss,
             seed=seed, device=device, amp=amp, log_every=log_every, ckpt_every=ckpt_every)
         paths = _run(config, lmbda, data, out, resume=resume, progress=progress)
-    except FairbitsError as e:
-        _fail(e)
     for p in paths:
         print(p)
 
@@ -122,6 +89,7 @@ def train_codec_cmd(
 def _run(config: TrainConfig, lmbdas: list[float], data: Path, out: Path, *, resume: bool,
          progress: bool) -> list[Path]:
     """Validate the cheap things first, then train one file, or one model per λ into a folder."""
+    from fairbits.codecs.train.data import load_training_data
     from fairbits.codecs.training import train, train_sweep
 
     config.resolved()                 # unknown architecture, weights it cannot take
@@ -140,4 +108,4 @@ def register(app: typer.Typer) -> None:
     app.command("train-codec")(train_codec_cmd)
 
 
-__all__ = ["register", "load_training_data", "train_codec_cmd"]
+__all__ = ["register", "train_codec_cmd"]

@@ -1,10 +1,9 @@
 """``fairbits probe``: counterfactual probes that write a dataset an audit can read.
 
-The main CLI calls :func:`register` to add the ``probe`` group. Its one command,
-``fairbits probe skin-tone IMAGE --ita 55,40,... --out DIR``, recolours the skin of one
-face photo to each target ITA° (see :mod:`fairbits.face.probe`) and prints the path of
-the ``labels.csv`` it wrote. A :class:`~fairbits.errors.FairbitsError` (unreadable
-image, no face, a bad ``--ita``) is printed and ends the command with exit status 2.
+Its one command, ``fairbits probe skin-tone IMAGE --ita 55,40,... --out DIR``, recolours
+the skin of one face photo to each target ITA° (see :mod:`fairbits.face.probe`) and prints
+the path of the ``labels.csv`` it wrote. An unreadable image, no face or a bad ``--ita``
+ends it with exit status 2.
 """
 
 from __future__ import annotations
@@ -13,16 +12,9 @@ from pathlib import Path
 
 import typer
 
-from fairbits.errors import FairbitsError
+from fairbits.cli.common import exit_on_error
 
 _DEFAULT_ITA = "55,40,25,10,-10,-30"
-
-
-def _fail(e: FairbitsError) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def skin_tone_cmd(
@@ -38,10 +30,8 @@ def skin_tone_cmd(
     """
     from fairbits.face.probe import parse_itas, skin_tone_series
 
-    try:
+    with exit_on_error():
         labels = skin_tone_series(image, parse_itas(ita), out)
-    except FairbitsError as e:
-        _fail(e)
     print(labels)
 
 

@@ -1,6 +1,6 @@
 """``fairbits fairgen``: rebalance a face generator's output from the command line.
 
-The main CLI calls :func:`register` to add the sub-app. Typical session::
+Typical session::
 
     fairbits fairgen fit --generator builtin --n 2000 --scorer ita --scorer curly=phenotype:hair.npz:curly \\
         --out sampler.npz
@@ -15,8 +15,6 @@ scorer specs in the sampler file. The later commands reuse a stored ``builtin`` 
 stored built-in scorer specs, but never import code a file names: a sampler fitted with
 ``module:function`` needs ``--generator module:function`` again on the command line
 (a sampler file is data, and may come from anyone).
-A :class:`~fairbits.errors.FairbitsError` is printed and ends the command with exit
-status 2.
 """
 
 from __future__ import annotations
@@ -27,26 +25,14 @@ from typing import Optional
 
 import typer
 
+from fairbits.cli.common import exit_on_error, say
 from fairbits.entrypoints import load_entry_point
-from fairbits.errors import FairbitsError, SpecError
+from fairbits.errors import SpecError
 
 BUILTIN = "builtin"
 
 fairgen_app = typer.Typer(add_completion=False, no_args_is_help=True,
                           help="FairGen: sample a face generator with balanced demographic subgroups.")
-
-
-def _fail(e: FairbitsError) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _say(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(message, highlight=False, soft_wrap=True)
 
 
 def load_generator(spec: str):
@@ -127,7 +113,7 @@ def fit_cmd(
     from fairbits.generative.export import save_sampler
     from fairbits.generative.study import fit_sampler
 
-    try:
+    with exit_on_error():
         if n < 20:
             raise SpecError(f"--n must be at least 20, got {n}")
         if out.suffix != ".npz":
@@ -136,9 +122,7 @@ def fit_cmd(
         sampler, info = fit_sampler(gen, scorers, n, seed, batch_size=batch_size, n_components=n_components,
                                     edit_distance=edit_distance)
         path = save_sampler(sampler, out, meta={"generator": generator, "fit": info})
-    except FairbitsError as e:
-        _fail(e)
-    _say(f"fitted on {info['n_scored']}/{info['n']} scored codes; held-out boundary accuracy "
+    say(f"fitted on {info['n_scored']}/{info['n']} scored codes; held-out boundary accuracy "
          + ", ".join(f"{a} {v:.3f}" for a, v in info["val_accuracy"].items()))
     print(path)
 
@@ -163,7 +147,7 @@ def sample_cmd(
     from fairbits.generative.metrics import subgroups
     from fairbits.generative.study import parse_target, subgroup_name
 
-    try:
+    with exit_on_error():
         if n < 1:
             raise SpecError(f"--n must be positive, got {n}")
         s, gen, _ = _session(sampler, generator, None)
@@ -177,8 +161,6 @@ def sample_cmd(
                               "sampled_subgroup": [subgroup_name(groups[g], s.attribute_names_) for g in drawn]})
         atomic_write(out / "samples.csv", lambda tmp: table.to_csv(tmp, index=False))
         save_latents(out / "latents.npy", codes)
-    except FairbitsError as e:
-        _fail(e)
     print(out)
 
 
@@ -203,7 +185,7 @@ def study_cmd(
     """Plain vs FairGen vs training data: subgroup shares, KL, L2, minority ratio, diversity and realism."""
     from fairbits.generative.study import parse_target, run_study
 
-    try:
+    with exit_on_error():
         if n < 2:
             raise SpecError(f"--n must be at least 2, got {n}")
         if sampler is not None:
@@ -215,12 +197,10 @@ def study_cmd(
         result = run_study(gen, scorers, train, n, seed, out, sampler=s, n_fit=n_fit,
                            target=parse_target(target, len(scorers)), batch_size=batch_size,
                            quality_features=None if quality_features == "none" else quality_features)
-    except FairbitsError as e:
-        _fail(e)
     for src, v in result["sources"].items():
-        _say(f"{src:>8}: KL {v['kl']:.4f}  L2 {v['l2']:.4f}  " + json.dumps(v["proportions"]))
+        say(f"{src:>8}: KL {v['kl']:.4f}  L2 {v['l2']:.4f}  " + json.dumps(v["proportions"]))
     if "quality" in result:
-        _say("quality: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+        say("quality: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                        for k, v in result["quality"].items()}))
     print(out / "study.json")
 
@@ -243,7 +223,7 @@ def export_cmd(
     from fairbits.generative.export import export_balanced, export_counterfactual
 
     written = []
-    try:
+    with exit_on_error():
         if balanced is None and counterfactual is None:
             raise SpecError("nothing to export: give --balanced N and/or --counterfactual ATTRIBUTE")
         if balanced is not None and balanced < 1:
@@ -259,8 +239,6 @@ def export_cmd(
             export_counterfactual(gen, s, counterfactual, pairs, folder, distance, seed, scorers=scorers or (),
                                   batch_size=batch_size)
             written.append(folder / "labels.csv")
-    except FairbitsError as e:
-        _fail(e)
     for p in written:
         print(p)
 

@@ -1,13 +1,12 @@
 """``fairbits train-phenotype``: train a phenotype classifier on original images.
 
-The main CLI calls :func:`register` to add the command. ``--data`` is read as by
-``fairbits train-codec`` (:func:`fairbits.cli_train.load_training_data`): a dataset
-mapping or an audit spec with ``dataset:``. The model is written to ``--out`` (``.npz``)
-with its JSON card beside it (see :mod:`fairbits.face.phenotype`). The held-out images
-are other people than the training images whenever the data has an identity column
-(``--identity-column``); ``--group-column`` reports held-out accuracy per group and
-``--merge-classes`` merges rare classes (see :mod:`fairbits.face.phenotype_training`). A
-:class:`~fairbits.errors.FairbitsError` is printed and ends the command with exit status 2.
+``--data`` is read as by ``fairbits train-codec``
+(:func:`fairbits.codecs.train.data.load_training_data`): a dataset mapping or an audit spec
+with ``dataset:``. The model is written to ``--out`` (``.npz``) with its JSON card beside
+it (see :mod:`fairbits.face.phenotype`). The held-out images are other people than the
+training images whenever the data has an identity column (``--identity-column``);
+``--group-column`` reports held-out accuracy per group and ``--merge-classes`` merges rare
+classes (see :mod:`fairbits.face.phenotype_training`).
 """
 
 from __future__ import annotations
@@ -17,14 +16,7 @@ from typing import Optional
 
 import typer
 
-from fairbits.errors import FairbitsError
-
-
-def _fail(e: FairbitsError) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+from fairbits.cli.common import exit_on_error
 
 
 def _fmt(x) -> str:
@@ -54,16 +46,14 @@ def train_phenotype_cmd(
     progress: bool = typer.Option(True, help="show progress bars"),
 ):
     """Train a classifier of one label column on original images (for flip/loss audits)."""
-    try:
-        from fairbits.cli_train import load_training_data
+    with exit_on_error():
+        from fairbits.codecs.train.data import load_training_data
         from fairbits.face.phenotype_training import train_phenotype
 
         ds = load_training_data(data)
         _, report = train_phenotype(ds, target, out, features=features, test_fraction=test_fraction,
                                     seed=seed, C=c, progress=progress, identity_column=identity_column,
                                     group_column=group_column, merge_classes=merge_classes)
-    except FairbitsError as e:
-        _fail(e)
     counts = ", ".join(f"{k}: {v['train']}+{v['test']}" for k, v in report["class_counts"].items())
     print(f"target {report['target']} ({len(report['classes'])} classes; train+test {counts})")
     split = report["split"]
