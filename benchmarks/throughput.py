@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fairbits.audit.runner import resolve_device, run_audit
+from fairbits.audit.plan import resolve_device
+from fairbits.audit.runner import run_audit
 from fairbits.codecs.base import get_codec
 from fairbits.codecs.learned import ExactPool
 from fairbits.data.images import load_rgb, to_tensor
