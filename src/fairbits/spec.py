@@ -158,6 +158,10 @@ class CodecSpec(BaseModel):
     estimated from likelihoods, checked against exact coding on a sample). ``entry``
     names a Python callable ``package.module:function`` that maps an image to an image
     (a system to audit, e.g. super-resolution); ``name`` is then the label it gets.
+    ``padding`` (learned codecs only) is how an image is padded to the model's multiple:
+    ``replicate`` (default: edge pixels, right and bottom) or ``zeros`` (CompressAI's own
+    evaluation: zeros, centred, to a multiple of 64; reproduces its published figures);
+    see :mod:`fairbits.codecs.learned`.
     """
 
     model_config = _STRICT
@@ -168,6 +172,9 @@ class CodecSpec(BaseModel):
     checkpoint: list[str] | None = None
     target_bpp: list[Float] | None = None
     mode: Literal["exact", "fast"] | None = None
+    padding: Literal["replicate", "zeros"] | None = Field(
+        default=None, description="learned codecs: pad images to the model's multiple by replicating edge "
+        "pixels (replicate, the default) or with zeros as CompressAI's evaluation does (zeros)")
 
     @field_validator("target_bpp")
     @classmethod
@@ -179,8 +186,9 @@ class CodecSpec(BaseModel):
     @model_validator(mode="after")
     def _one_of(self):
         if self.entry is not None:
-            if self.checkpoint or self.target_bpp:
-                raise ValueError(f"codec {self.name!r}: a system given by `entry` takes no checkpoint or target_bpp")
+            if self.checkpoint or self.target_bpp or self.padding:
+                raise ValueError(f"codec {self.name!r}: a system given by `entry` takes no checkpoint, "
+                                 "target_bpp or padding")
             self.quality = self.quality or [1]
             return self
         if not self.quality and not self.target_bpp and not self.checkpoint:

@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 
 from fairbits.codecs.base import Codec, codec_info, get_codec
+from fairbits.codecs.ratesearch import rate_grid
 from fairbits.data.manifest import build_manifest
-from fairbits.errors import SpecError
+from fairbits.errors import FairbitsError, SpecError
 from fairbits.measures.base import Measure, resolve_measure
-from fairbits.spec import AuditSpec, is_checkpoint_path
+from fairbits.spec import AuditSpec, CodecSpec, is_checkpoint_path
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,44 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def _codec(codecs: dict[str, Codec], c: CodecSpec) -> Codec:
+    """The codec of spec entry ``c``, built once per name into ``codecs`` with the entry's
+    options (a learned codec's ``padding``); entries of one name must agree on them."""
+    codec = codecs.get(c.name)
+    if codec is None:
+        codec = get_codec(c.name)
+        if c.padding is not None:
+            if not hasattr(codec, "with_padding"):
+                raise SpecError(f"codec {c.name!r}: `padding` applies to learned codecs only; remove it")
+            codec = codec.with_padding(c.padding)
+        codecs[c.name] = codec
+    else:
+        have = getattr(codec, "padding", None)
+        if c.padding is not None and have is None:
+            raise SpecError(f"codec {c.name!r}: `padding` applies to learned codecs only; remove it")
+        if have is not None and (c.padding or "replicate") != have:
+            raise SpecError(f"codec {c.name!r} is listed with padding {have!r} and {c.padding or 'replicate'!r}; "
+                            "one audit runs a codec with one padding: give its entries the same `padding`")
+    return codec
+
+
+def _check_rate_grid(codec: Codec, name: str) -> None:
+    """A rate search (``target_bpp``) needs settings ordered by rate that run here; for a
+    learned codec they are its ``rate_settings``, each loaded now (zoo weights downloaded)."""
+    grid = rate_grid(codec)
+    if not grid:
+        raise SpecError(f"codec {name!r}: `target_bpp` needs settings ordered by rate, and it has none "
+                        "(no built-in checkpoints and no CompressAI zoo weights); run your checkpoints with "
+                        "`checkpoint: [...]` instead")
+    if getattr(codec, "rate_settings", None) is None:
+        return
+    for v in grid:
+        try:
+            _check_setting(codec, name, v)
+        except FairbitsError as e:
+            raise type(e)(f"codec {name!r}: `target_bpp` searches {', '.join(map(str, grid))}: {e}") from None
+
+
 def plan_cells(spec: AuditSpec, codecs: dict[str, Codec] | None = None) -> list[Cell]:
     """The cells a spec asks for, in spec order; checks codecs, settings and modes.
 
@@ -122,7 +161,7 @@ def plan_cells(spec: AuditSpec, codecs: dict[str, Codec] | None = None) -> list[
 
             register_entry_system(c.name, c.entry)  # bad entry → SpecError
         info = codec_info(c.name)  # unknown name → SpecError
-        codec = codecs.setdefault(c.name, get_codec(c.name))  # cannot run here → CodecUnavailable
+        codec = _codec(codecs, c)  # cannot run here → CodecUnavailable
         learned = info.kind not in ("classical", "system")
         mode = c.mode or ("fast" if learned else "exact")
         if mode == "fast" and not hasattr(codec, "forward_batch"):
@@ -137,6 +176,8 @@ def plan_cells(spec: AuditSpec, codecs: dict[str, Codec] | None = None) -> list[
             _check_setting(codec, c.name, v)
             cells.append(Cell(c.name, quality=v, mode=mode) if isinstance(v, int)
                          else Cell(c.name, checkpoint=v, mode=mode))
+        if c.target_bpp:
+            _check_rate_grid(codec, c.name)
         cells += [Cell(c.name, target_bpp=float(t), mode="exact") for t in c.target_bpp or []]
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})

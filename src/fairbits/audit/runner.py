@@ -39,7 +39,8 @@ def _config(plan: AuditPlan) -> dict:
     dataset = plan.spec.dataset.model_dump(mode="json")
     if dataset.get("crop") == "none":  # runs made before `crop` existed keep their fingerprint
         dataset.pop("crop"), dataset.pop("crop_margin", None)
-    return {"dataset": dataset, "measures": plan.measures,
+    padding = {c.name: c.padding for c in plan.spec.codecs if c.padding}  # only when set: old runs keep theirs
+    return {"dataset": dataset, "measures": plan.measures, **({"padding": padding} if padding else {}),
             "seed": plan.spec.seed}
 
 
@@ -239,7 +240,7 @@ def _exact_pools(plan: AuditPlan, driver: Driver) -> dict:
 
         for c in plan.cells:
             if c.mode == "exact" and c.checkpoint is not None and c.id in driver.has_row:
-                pools[c.id] = ExactPool(c.codec, c.checkpoint, processes=plan.spec.processes)
+                pools[c.id] = ExactPool(plan.codecs[c.codec], c.checkpoint, processes=plan.spec.processes)
     return pools
 
 

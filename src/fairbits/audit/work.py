@@ -24,6 +24,7 @@ import torch
 
 from fairbits.audit.coding import CHECK_COLUMNS, Outcome, code_exact, code_fast
 from fairbits.audit.faces import FaceAnalysis, FaceBatch, FaceRecord
+from fairbits.codecs.learned import setting_columns
 from fairbits.audit.plan import AuditPlan, Cell, plan_cells, plan_measures, plan_realism, resolve_device
 from fairbits.data.images import load_cropped_original, to_tensor
 from fairbits.errors import ImageError
@@ -298,8 +299,7 @@ class AuditWorker:
                 row["error"] = res
                 continue
             h, w = res.recon.shape[:2]
-            quality = float(res.setting) if isinstance(res.setting, (int, float)) else np.nan
-            row.update(quality=quality, num_bytes=res.num_bytes, height=h, width=w, bpp=res.bpp,
+            row.update(**setting_columns(res.setting), num_bytes=res.num_bytes, height=h, width=w, bpp=res.bpp,
                        **(res.check or {}))
             good.setdefault(res.recon.shape, []).append(i)
         for group in good.values():

@@ -5,16 +5,23 @@ default to those of CompressAI's zoo at the given ``quality``. The generative
 (realism-oriented) architectures are added to :data:`ARCHITECTURES` by
 ``fairbits.codecs.generative``, each with the discriminator it is trained against on
 its entry (:attr:`Architecture.discriminator`, built by :func:`build_discriminator`).
+
+Modules that add architectures (:data:`EXTENSIONS`) are imported on first use. One that
+cannot be imported because a third-party package is not installed leaves its
+architectures in :data:`UNAVAILABLE` with the reason (``fairbits codecs`` lists them as
+unavailable); any other ``ImportError`` (a bug in fairbits itself, such as an import of a
+name that does not exist) propagates.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from fairbits.errors import SpecError
+from fairbits.errors import CodecUnavailable, SpecError
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,11 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
+# module → (kind, the architectures it registers), imported by _load
+EXTENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fairbits.codecs.generative": ("generative", ("hific", "mbt2018-mean-gan")),
+}
+UNAVAILABLE: dict[str, tuple[str, str]] = {}  # architecture → (kind, why it cannot be built here)
 
 
 def register_architecture(arch: Architecture) -> None:
@@ -72,25 +84,67 @@ def _register_compressai() -> None:
                                        autoregressive=True, zoo_name="cheng2020-attn"))
 
 
+def _missing_package(e: ImportError) -> str | None:
+    """The top-level name of the third-party package whose absence caused ``e``, or None
+    when ``e`` is anything else (fairbits' own code, or a name missing from a module)."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return None
+    top = e.name.split(".")[0]
+    return None if top == "fairbits" else top
+
+
+class _State:
+    loaded = False   # every architecture registered (or listed in UNAVAILABLE)
+    loading = False  # _load is running (an extension module calls it again on import)
+
+
 def _load() -> None:
-    if not ARCHITECTURES:
+    """Register CompressAI's architectures and import :data:`EXTENSIONS`, once. A failed
+    import (raised) leaves nothing marked loaded, so the next call raises again."""
+    if _State.loaded or _State.loading:
+        return
+    _State.loading = True
+    try:
         _register_compressai()
-        try:
-            from fairbits.codecs import generative  # noqa: F401  (registers on import)
-        except ImportError:
-            pass
+        for module, (kind, names) in EXTENSIONS.items():
+            try:
+                importlib.import_module(module)  # registers on import
+            except ImportError as e:
+                package = _missing_package(e)
+                if package is None:
+                    raise
+                reason = f"needs the Python package {package!r}, which is not installed ({e})"
+                UNAVAILABLE.update({n: (kind, reason) for n in names})
+        _State.loaded = True
+    finally:
+        _State.loading = False
 
 
 def architecture(name: str) -> Architecture:
+    """The architecture registered as ``name``.
+
+    Raises:
+        CodecUnavailable: its module needs a package that is not installed (the message says which).
+        SpecError: no such architecture.
+    """
     _load()
+    if name in UNAVAILABLE and name not in ARCHITECTURES:
+        raise CodecUnavailable(f"architecture {name!r} cannot be built here: {UNAVAILABLE[name][1]}")
     if name not in ARCHITECTURES:
         raise SpecError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[name]
 
 
 def architecture_names() -> list[str]:
+    """Architectures that can be built here (see :func:`unavailable_architectures` for the rest)."""
     _load()
     return list(ARCHITECTURES)
+
+
+def unavailable_architectures() -> dict[str, tuple[str, str]]:
+    """``{name: (kind, reason)}`` of architectures whose module could not be imported."""
+    _load()
+    return {n: v for n, v in UNAVAILABLE.items() if n not in ARCHITECTURES}
 
 
 def build_model(arch: str, N: int | None = None, M: int | None = None, quality: int = 1) -> nn.Module:

@@ -55,7 +55,10 @@ class Codec(Protocol):
     """What the audit needs from a codec.
 
     ``settings`` is the codec's full ordered grid of settings, from lowest to highest
-    rate (for quality-driven codecs: qualities ascending); the rate search walks it.
+    rate (for quality-driven codecs: qualities ascending); the rate search walks it. A
+    codec whose settings are not one rate ladder (a learned codec's checkpoints) also has
+    ``rate_settings``, which the rate search walks instead
+    (:func:`fairbits.codecs.ratesearch.rate_grid`).
     """
 
     name: str
@@ -123,9 +126,24 @@ _REGISTRY: dict[str, CodecInfo] = {}
 
 
 def register(name: str, kind: str, factory: Callable[[], Codec],
-             check: Callable[[], str | None] = lambda: None, description: str = "") -> None:
-    """Add a codec to the registry under ``name``."""
+             check: Callable[[], str | None] = lambda: None, description: str = "",
+             *, replace: bool = False) -> None:
+    """Add a codec to the registry under ``name``.
+
+    Raises:
+        SpecError: ``name`` is taken and ``replace`` is False: one codec would silently
+            stand in for another.
+    """
+    if name in _REGISTRY and not replace:
+        raise SpecError(f"codec name {name!r} is already taken by a {_REGISTRY[name].kind} codec "
+                        f"({_REGISTRY[name].description or name}); choose another name")
     _REGISTRY[name] = CodecInfo(name, kind, factory, check, description)
+
+
+def load_builtins() -> None:
+    """Register fairbits' own codecs now (otherwise done on the first look-up), so that a
+    codec registered afterwards can neither shadow them nor be shadowed by them."""
+    _load_builtins()
 
 
 def codec_names() -> list[str]:

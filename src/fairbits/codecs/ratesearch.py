@@ -1,8 +1,9 @@
 """Per-image rate matching: code each image at the setting whose real bpp is nearest a target.
 
-The rule (:func:`search_rate`): among ``codec.settings`` pick the setting whose bpp,
-``8 * bytes / (H * W)``, is closest to ``target_bpp``; on a tie take the one with fewer
-bits. The grid is searched by bisection (bpp rises with the setting, nearly always), then
+The rule (:func:`search_rate`): among the codec's rate grid (:func:`rate_grid`:
+``codec.rate_settings`` where the codec has one, else ``codec.settings``) pick the setting
+whose bpp, ``8 * bytes / (H * W)``, is closest to ``target_bpp``; on a tie take the one
+with fewer bits. The grid is searched by bisection (bpp rises with the setting, nearly always), then
 the :data:`NEIGHBOURS` settings either side of the crossing are also coded, so a small
 non-monotone step in the codec's rate curve cannot hide the nearest setting.
 
@@ -26,6 +27,14 @@ from fairbits.codecs.base import Codec, Coded, decode_coded, encode_only
 NEIGHBOURS = 2  # settings checked on each side of the bisection's crossing point
 
 
+def rate_grid(codec: Codec) -> tuple:
+    """The settings a rate search walks, lowest rate first: ``codec.rate_settings`` when the
+    codec has them (a learned codec, whose ``settings`` mix two families of checkpoints on
+    different rate scales), else ``codec.settings``."""
+    grid = getattr(codec, "rate_settings", None)
+    return tuple(codec.settings if grid is None else grid)
+
+
 def image_key(image: np.ndarray) -> str:
     """A checksum of an image's pixels and shape, usable as the ``key`` of a rate cache."""
     h = hashlib.sha1(repr(image.shape).encode())
@@ -44,7 +53,7 @@ class RateCurve:
     def __init__(self, codec: Codec, image: np.ndarray, cache: dict | None = None,
                  key: Hashable | None = None):
         self.codec, self.image = codec, image
-        self.settings = tuple(codec.settings)
+        self.settings = rate_grid(codec)
         self.pixels = image.shape[0] * image.shape[1]
         self.cache = cache
         if cache is not None and key is None:
@@ -96,7 +105,7 @@ def search_rate(codec: Codec, image: np.ndarray, target_bpp: float,
     """Code ``image`` at the setting of ``codec`` whose bpp is nearest ``target_bpp``.
 
     Args:
-        codec: any :class:`~fairbits.codecs.base.Codec`; ``codec.settings`` ascends in rate.
+        codec: any :class:`~fairbits.codecs.base.Codec`; its :func:`rate_grid` ascends in rate.
         image: ``uint8 (H, W, 3)``.
         target_bpp: wanted rate in bits per pixel.
         cache: optional dict filled with ``((codec.name, key), setting) -> num_bytes``;
@@ -107,17 +116,17 @@ def search_rate(codec: Codec, image: np.ndarray, target_bpp: float,
         the :class:`Coded` at the chosen setting, equal to ``codec.code(image, setting)``.
         Nearest is by ``|bpp - target|``; ties go to the lower rate.
     """
-    if not tuple(codec.settings):
-        raise ValueError(f"codec {codec.name!r} has no settings")
+    if not rate_grid(codec):
+        raise ValueError(f"codec {codec.name!r} has no settings ordered by rate to search")
     curve = RateCurve(codec, image, cache, key)
     return curve.coded(choose_setting(curve, target_bpp))
 
 
 def rate_curve(codec: Codec, image: np.ndarray, settings=None) -> list[tuple[Any, float]]:
-    """``[(setting, bpp), ...]`` for ``image`` over ``settings`` (default: all of the codec's)."""
+    """``[(setting, bpp), ...]`` for ``image`` over ``settings`` (default: its :func:`rate_grid`)."""
     pixels = image.shape[0] * image.shape[1]
     out = []
-    for s in (codec.settings if settings is None else settings):
+    for s in (rate_grid(codec) if settings is None else settings):
         encoded = encode_only(codec, image, s)
         num_bytes = encoded.num_bytes if isinstance(encoded, Coded) else len(encoded)
         out.append((s, 8.0 * num_bytes / pixels))

@@ -19,9 +19,9 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from fairbits.codecs.base import Coded, register
+from fairbits.codecs.base import Coded, codec_info, codec_names, load_builtins, register
 from fairbits.entrypoints import load_entry_point
-from fairbits.errors import ImageError
+from fairbits.errors import ImageError, SpecError
 
 
 class ImageSystem:
@@ -49,11 +49,28 @@ def resample_bicubic(image: np.ndarray, scale: int) -> np.ndarray:
     return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
 
 
+_ENTRY_SYSTEMS: set[str] = set()  # names registered by register_entry_system (may be re-registered)
+
+
 def register_entry_system(name: str, entry: str) -> None:
-    """Register the user's callable under ``name`` as a system with the one setting 1."""
+    """Register the user's callable under ``name`` as a system with the one setting 1.
+
+    The same name may be registered again (another audit in this process); fairbits' own
+    codecs are registered first, so a name they use is refused instead of one codec
+    silently replacing the other.
+
+    Raises:
+        SpecError: ``name`` is a built-in codec's, or ``entry`` cannot be loaded.
+    """
+    load_builtins()
+    if name in codec_names() and name not in _ENTRY_SYSTEMS:
+        info = codec_info(name)
+        raise SpecError(f"codec {name!r}: a system given by `entry` cannot take the name of the built-in "
+                        f"{info.kind} codec {name!r}; choose another name for it (e.g. {name + '-user'!r})")
     fn = load_entry_point(entry)
     register(name, "system", lambda: ImageSystem(name, lambda image, _s: fn(image)),
-             description=f"image-to-image system {entry}")
+             description=f"image-to-image system {entry}", replace=True)
+    _ENTRY_SYSTEMS.add(name)
 
 
 register("resample-bicubic", "system", lambda: ImageSystem("resample-bicubic", resample_bicubic, (2, 3, 4, 8)),

@@ -41,6 +41,11 @@ Method (:func:`recolour_skin`), in CIELAB (D65):
   result further than :data:`ITA_TOLERANCE` from its target raises
   :class:`~fairbits.errors.FairbitsError`.
 
+A photo without colour (greyscale, or a colour file holding grey pixels) has no skin
+tone: its skin's a* and b* are 0, so its ITA° is ±90° whatever the skin, and no recolouring
+can keep its texture and hue. :func:`check_colour` refuses it with a message saying so
+(:data:`GREY_CHROMA`), before any target is tried.
+
 The face is found once, on the input; an audit re-analysing each written image gets a
 slightly different ``skin`` mask, so its ITA can differ from the target by about a
 degree (see ``tests/test_probe.py``).
@@ -70,6 +75,8 @@ ITA_TOLERANCE = 0.5           # largest |achieved − target| ITA° accepted, in
 MAX_STEPS = 8                 # fixed-point correction steps per target
 MARGIN_FRAC = 0.05            # fade band outside the face oval, × face width (pixels)
 MIN_SKIN_PIXELS = 50          # fewer skin pixels than this: no usable tone
+GREY_CHROMA = 2.0             # skin chroma (below) under this: the photo has no colour
+GREY_QUANTILE = 0.99          # skin chroma = this quantile of hypot(a*, b*) over skin pixels (ignores strays)
 DEFAULT_ITAS = (55.0, 40.0, 25.0, 10.0, -10.0, -30.0)
 ORIGINAL_TONE = "original"    # ``tone`` label of the unrecoloured image
 LABEL_COLUMNS = ("image_id", "path", "source", "tone", "ita_target", "ita_achieved")
@@ -161,6 +168,33 @@ def recolour_weights(masks: dict[str, np.ndarray]) -> np.ndarray:
     return w
 
 
+def skin_chroma(image: np.ndarray, skin: np.ndarray) -> float:
+    """The :data:`GREY_QUANTILE` quantile of CIELAB chroma ``hypot(a*, b*)`` over ``skin``.
+
+    ``image``: uint8 (H, W, 3) sRGB; ``skin``: bool (H, W). Skin photographed in colour
+    has chroma of about 10-30; a grey pixel (R = G = B) has 0.
+    """
+    pixels = np.asarray(image, dtype=np.uint8)[np.asarray(skin, dtype=bool)]
+    lab = srgb_to_lab(torch.from_numpy(pixels).double() / 255.0).numpy()
+    return float(np.quantile(np.hypot(lab[:, 1], lab[:, 2]), GREY_QUANTILE)) if len(lab) else 0.0
+
+
+def check_colour(image: np.ndarray, skin: np.ndarray, name: str = "the image") -> None:
+    """Raise if the skin in ``image`` has no colour (a greyscale photo).
+
+    ``image``: uint8 (H, W, 3); ``skin``: bool (H, W); ``name`` labels the message.
+
+    Raises:
+        FairbitsError: :func:`skin_chroma` is below :data:`GREY_CHROMA`: the ITA° of grey
+            skin is ±90° whatever its shade, so neither it nor a recolouring means anything.
+    """
+    chroma = skin_chroma(image, skin)
+    if chroma < GREY_CHROMA:
+        raise FairbitsError(f"{name}: the photo has no colour (greyscale: the skin's CIELAB chroma is "
+                            f"{chroma:.2f}, below {GREY_CHROMA:g}), so it has no skin tone to measure or change; "
+                            "use a colour photo")
+
+
 def _render(lab: torch.Tensor, w: torch.Tensor, offset: torch.Tensor) -> np.ndarray:
     """Pixels (K, 3) CIELAB + ``w`` (K,) × ``offset`` (3,) → uint8 sRGB (K, 3)."""
     rgb = lab_to_srgb(lab + w[:, None] * offset)
@@ -188,12 +222,14 @@ def recolour_skin(image: np.ndarray, skin: np.ndarray, ita: float,
 
     Raises:
         FairbitsError: ``ita`` outside :data:`ITA_RANGE`, a mask with fewer than
-            :data:`MIN_SKIN_PIXELS` pixels, or a target not reached within :data:`ITA_TOLERANCE`.
+            :data:`MIN_SKIN_PIXELS` pixels, skin without colour (:func:`check_colour`), or
+            a target not reached within :data:`ITA_TOLERANCE`.
     """
     check_itas([ita])
     skin = np.asarray(skin, dtype=bool)
     if int(skin.sum()) < MIN_SKIN_PIXELS:
         raise FairbitsError(f"skin mask has {int(skin.sum())} pixels; need at least {MIN_SKIN_PIXELS}")
+    check_colour(image, skin)
     weights = skin.astype(np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
     region = (weights > 0) | skin
     on_skin = torch.from_numpy(skin[region])
@@ -275,12 +311,14 @@ def skin_tone_series(image_path: str | Path, itas, out_dir: str | Path, *, analy
     ``analyzer``: an open ``FaceAnalyzer`` to reuse. Returns the ``labels.csv`` path.
 
     Raises:
-        FairbitsError: unreadable image, no face, bad targets, or a target not reached.
+        FairbitsError: unreadable image, no face, a photo without colour
+            (:func:`check_colour`), bad targets, or a target not reached.
     """
     image_path, out_dir = Path(image_path), Path(out_dir)
     targets = check_itas(itas)
     image = _read_image(image_path, max_pixels)
     masks = face_masks(image, str(image_path), analyzer)
+    check_colour(image, masks["skin"], str(image_path))
     skin, weights = masks["skin"], recolour_weights(masks)
     stem, src = image_path.stem, image_path.name
     ita0 = round(measure_ita(image, skin), 4)
@@ -301,6 +339,7 @@ def skin_tone_series(image_path: str | Path, itas, out_dir: str | Path, *, analy
         raise FairbitsError(f"cannot write the series to {out_dir}: {e}") from None
 
 
-__all__ = ["ITA_RANGE", "ITA_TOLERANCE", "DEFAULT_ITAS", "LABEL_COLUMNS", "ORIGINAL_TONE",
+__all__ = ["ITA_RANGE", "ITA_TOLERANCE", "DEFAULT_ITAS", "LABEL_COLUMNS", "ORIGINAL_TONE", "GREY_CHROMA",
            "Recoloured", "tone_label", "parse_itas", "check_itas", "measure_ita", "target_lab",
+           "skin_chroma", "check_colour",
            "recolour_weights", "recolour_skin", "face_masks", "skin_tone_series"]
