@@ -9,6 +9,10 @@ Prints image-cells per second for both and their ratio, then the peak resident m
 separate ``fairbits audit`` process over ``--memory-n`` images, next to the size the decoded
 dataset would take in memory.
 
+Every audit writes into a new, empty run directory inside ``--work`` that is removed
+afterwards (only the rendered phantoms are kept and reused): a finished run left there
+would be resumed, not computed, and its time would mean nothing.
+
     python benchmarks/audit_throughput.py --n 240 --memory-n 2000
 """
 
@@ -17,16 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from fairbits.audit.runner import run_audit
+from fairbits.audit.store import load_results
 from fairbits.codecs.base import get_codec
 from fairbits.data.images import load_rgb, to_tensor
 from fairbits.data.phantom import render_phantoms
@@ -60,15 +67,29 @@ def naive_loop(labels: Path) -> int:
     return done
 
 
+@contextmanager
+def fresh_run_dir(work: Path, name: str):
+    """A new, empty folder inside ``work`` for one audit, removed when the block ends."""
+    run = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
+    try:
+        yield run
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+
+
 def throughput(n: int, work: Path) -> dict:
     labels = render_phantoms(n, work / f"phantoms-{n}", seed=0)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     cells = naive_loop(labels)
     t_naive = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run_audit(parse_spec(spec_for(labels)), work / f"run-{n}", progress=False, report=False)
-    t_fb = time.perf_counter() - t0
+    with fresh_run_dir(work, f"run-{n}") as run:
+        t0 = time.perf_counter()
+        run_audit(parse_spec(spec_for(labels)), run, progress=False, report=False)
+        t_fb = time.perf_counter() - t0
+        stored = len(load_results(run))
+    if stored != cells:
+        raise RuntimeError(f"the audit stored {stored} rows, the naive loop did {cells} image-cells")
     return {"images": n, "image_cells": cells, "naive_cells_per_s": cells / t_naive,
             "fairbits_cells_per_s": cells / t_fb, "speedup": t_naive / t_fb}
 
@@ -85,10 +106,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def peak_memory(n: int, work: Path) -> dict:
     labels = render_phantoms(n, work / f"phantoms-{n}", seed=0)
     spec = spec_for(labels)
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec), str(work / f"mem-{n}")],
-                         check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    with fresh_run_dir(work, f"mem-{n}") as run:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec), str(run)],
+                             check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
     peak_mib = int(out.stdout.strip().splitlines()[-1]) / 1024
     dataset_mib = n * 256 * 256 * 3 / 2**20
     return {"images": n, "cells": 4, "wall_s": wall, "peak_rss_mib": peak_mib,
@@ -99,7 +121,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=240, help="images for the throughput comparison")
     ap.add_argument("--memory-n", type=int, default=2000, help="images for the peak-memory run (0: skip)")
-    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="scratch folder: phantoms (kept, reused) and one fresh run folder per audit "
+                         "(removed); default: a temp dir")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="fairbits-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,20 @@ def _is_disk_full(e: OSError) -> bool:
         or "Disk quota exceeded" in str(e)
 
 
-def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], Any], replace: bool = True) -> Path:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``.
 
-    Parent folders are created. The file gets the usual permissions (``0o666`` less the
-    umask), not mkstemp's 0600. On any error the temporary file is removed.
+    Parent folders are created. The temporary name (``.NAME.XXXXXXXX.tmp``) comes from
+    ``mkstemp``, whose empty file is removed again so that ``write`` creates the file: ext4
+    flushes a file that was truncated and rewritten to disk when it is closed, which made
+    each write, and each later removal of the file, cost milliseconds. The file gets the
+    usual permissions (``0o666`` less the umask). On any error the temporary file is
+    removed. With ``replace=False`` an existing ``path`` is left alone (the finished file
+    is hard-linked under its name, which fails if the name is taken).
 
     Raises:
         DiskFull: no space (or quota) left; the message names ``path``.
+        FileExistsError: ``replace=False`` and ``path`` exists.
     """
     from fairbits.errors import DiskFull
 
@@ -36,11 +42,15 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        os.unlink(tmp)  # write() creates it: no truncation of an existing file (see above)
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -51,12 +61,40 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     return path
 
 
+def _publish_new(tmp: str, path: Path) -> None:
+    """Give the finished ``tmp`` the name ``path`` unless that name exists (FileExistsError)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def part_path(folder: str | Path, number: int, suffix: str) -> Path:
+    """``folder/part-NNNNNN<suffix>``: the name of part ``number`` (zero-padded to six digits)."""
+    return Path(folder) / f"part-{number:06d}{suffix}"
+
+
+def last_part_number(folder: str | Path, suffix: str) -> int:
+    """The highest ``NNNNNN`` of ``folder/part-NNNNNN<suffix>``; -1 when there is none
+    (one listing of the folder)."""
+    numbers = [int(p.name[len("part-"):-len(suffix)]) for p in Path(folder).glob(f"part-*{suffix}")
+               if p.name[len("part-"):-len(suffix)].isdigit()]
+    return max(numbers, default=-1)
+
+
 def next_part(folder: str | Path, suffix: str) -> Path:
     """``folder/part-NNNNNN<suffix>``, numbered one past the highest existing part (parts
-    are appended, never renumbered, so a part set aside leaves a gap and no clash)."""
-    parts = sorted(Path(folder).glob(f"part-*{suffix}"))
-    n = int(parts[-1].name[len("part-"):-len(suffix)]) + 1 if parts else 0
-    return Path(folder) / f"part-{n:06d}{suffix}"
+    are appended, never renumbered, so a part set aside leaves a gap and no clash).
+
+    Lists the folder on every call; a writer of many parts to one folder keeps its own
+    count instead (:meth:`fairbits.audit.store.RunStore.append`)."""
+    return part_path(folder, last_part_number(folder, suffix) + 1, suffix)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -98,11 +98,16 @@ def test_only_temporaries_in_the_run_layout_are_removed(data, tmp_path):
 
 # -- item 3: a lost or corrupt part is noticed and recomputed -------------------------
 
+def _lose_rows(cell: Path, n: int) -> None:
+    """Drop the first ``n`` rows of a finished (compacted: one part) cell, as a lost part would."""
+    (part,) = sorted(cell.glob("part-*.parquet"))
+    pd.read_parquet(part).iloc[n:].to_parquet(part, index=False)
+
+
 def test_a_deleted_part_of_a_finished_cell_is_recomputed(data, tmp_path):
     run = _audit(_spec(data), tmp_path / "run")
     full = fairbits.load_results(run)
-    parts = sorted((run / "cells" / "jpeg__q10").glob("part-*.parquet"))
-    parts[1].unlink()
+    _lose_rows(run / "cells" / "jpeg__q10", 2)
     assert len(fairbits.load_results(run)) < len(full)
     with pytest.warns(FairbitsWarning, match=r"jpeg__q10 was finished but lacks 2 of 8 rows"):
         _audit(_spec(data), run)
@@ -126,7 +131,7 @@ def test_a_truncated_part_is_named_then_set_aside_and_recomputed(data, tmp_path)
 
 def test_the_report_says_when_rows_are_missing(data, tmp_path):
     run = _audit(_spec(data), tmp_path / "run", report=True)
-    sorted((run / "cells" / "jpeg__q10").glob("part-*.parquet"))[0].unlink()
+    _lose_rows(run / "cells" / "jpeg__q10", 2)
     with pytest.warns(FairbitsWarning, match=r"rows are missing .*jpeg__q10 2 of 8"):
         r = CliRunner().invoke(app, ["report", str(run)])
     assert r.exit_code == 0, r.output

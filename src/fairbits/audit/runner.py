@@ -324,10 +324,4 @@ def finish_report(run_dir: str | Path) -> Path:
                      min_group_n=min_group_n)
     if info.get("realism"):
         write_realism(run_dir, results, info["groups"], info["realism"], seed=seed, n_boot=n_boot)
-    from fairbits.report.integrity import missing_rows_section
-
-    from fairbits.report.accuracy import accuracy_section
-    from fairbits.report.equal_rate import equal_rate_section
-
-    return render_report(run_dir, results, manifest, info,
-                         extra_sections=[missing_rows_section, accuracy_section, equal_rate_section])
+    return render_report(run_dir, results, manifest, info)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from fairbits.audit.coding import FAST_RATE_SLACK_BYTES, FAST_RATE_TOL, FAST_RECON_TOL
-from fairbits.report.html import ReportContext, Section, esc, table
+from fairbits.report.context import ReportContext
+from fairbits.report.kit import Section, esc, table
 
 
 def fast_check_table(results: pd.DataFrame) -> pd.DataFrame:

@@ -7,43 +7,29 @@ bootstrap band; dots mark the common rates of ``equal_rate.csv``.
 
 from __future__ import annotations
 
-import matplotlib
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fairbits.bias.equal_rate import read_equal_rate
-from fairbits.report import figures as F
-from fairbits.report.html import ReportContext, Section, esc, fmt, table
+from fairbits.report.context import ReportContext
+from fairbits.report.figures import codec_colours, figure_legend, new_figure, shared_rate_axis, style, text
+from fairbits.report.kit import Section, ci, esc, fmt, table
 
 
-def style(ax) -> None:
-    """Light grid, no top or right spine (as the report's other figures)."""
-    ax.grid(True, alpha=0.3, linewidth=0.6)
-    ax.spines[["top", "right"]].set_visible(False)
-
-
-RATE_TICKS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)  # bpp labelled on log rate axes
-
-
-def rate_axis(ax, low: float, high: float) -> None:
-    """A log bpp axis from ``low`` to ``high`` (a small margin added) labelled at :data:`RATE_TICKS`
-    in plain numbers (no minor labels)."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
-
-    lo, hi = low / 1.1, high * 1.1
-    ax.set_xscale("log")
-    ax.set_xlim(lo, hi)
-    ticks = [t for t in RATE_TICKS if lo <= t <= hi] or [float(f"{np.sqrt(lo * hi):.2g}")]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def codec_colours(codecs) -> dict[str, str]:
-    """A fixed colour per codec (matplotlib's default cycle), the same in every panel."""
-    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {c: cycle[i % len(cycle)] for i, c in enumerate(dict.fromkeys(codecs))}
+def draw_gap_curves(ax, curves: pd.DataFrame, measure: str, attribute: str, colours: dict[str, str],
+                    points: pd.DataFrame | None = None) -> None:
+    """On ``ax``: every codec's gap in ``measure`` across ``attribute`` against bpp, a line and
+    95% band per codec from ``curves`` (rows of ``equal_rate_curves.csv``), dots at the
+    common rates from ``points`` (rows of ``equal_rate.csv``)."""
+    a = curves[(curves["measure"] == measure) & (curves["attribute"] == attribute)]
+    for codec, c in a.groupby("codec", sort=False):
+        c = c.sort_values("rate")
+        colour = colours[codec]
+        ax.plot(c["rate"], c["gap"], color=colour, linewidth=1.4, label=text(codec))
+        ax.fill_between(c["rate"], c["gap_ci_low"], c["gap_ci_high"], color=colour, alpha=0.18, linewidth=0)
+        if points is not None and len(points):
+            p = points[(points["measure"] == measure) & (points["attribute"] == attribute)
+                       & (points["codec"] == codec)]
+            ax.scatter(p["rate"], p["gap"], color=colour, s=18, zorder=3)
 
 
 def equal_rate_figure(curves: pd.DataFrame, measure: str, points: pd.DataFrame | None = None) -> Figure:
@@ -53,28 +39,19 @@ def equal_rate_figure(curves: pd.DataFrame, measure: str, points: pd.DataFrame |
     sub = curves[curves["measure"] == measure]
     attrs = list(dict.fromkeys(sub["attribute"]))
     colours = codec_colours(sub["codec"])
-    fig, axes = F.new_figure(len(attrs), sharey=True)
+    fig, axes = new_figure(len(attrs), sharey=True)
     for ax, attr in zip(axes, attrs):
-        a = sub[sub["attribute"] == attr]
-        for codec, c in a.groupby("codec", sort=False):
-            c = c.sort_values("rate")
-            colour = colours[codec]
-            ax.plot(c["rate"], c["gap"], color=colour, linewidth=1.4, label=F.text(codec))
-            ax.fill_between(c["rate"], c["gap_ci_low"], c["gap_ci_high"], color=colour, alpha=0.18, linewidth=0)
-            if points is not None:
-                p = points[(points["measure"] == measure) & (points["attribute"] == attr)
-                           & (points["codec"] == codec)]
-                ax.scatter(p["rate"], p["gap"], color=colour, s=18, zorder=3)
-        ax.set_title(f"gap across {F.text(attr)}", fontsize=10)
+        draw_gap_curves(ax, sub, measure, attr, colours, points)
+        ax.set_title(f"gap across {text(attr)}", fontsize=10)
         ax.set_xlabel("bits per pixel (log scale)")
         style(ax)
     if len(sub):
-        for ax in axes:  # one rate axis for every panel and codec
-            rate_axis(ax, float(sub["rate"].min()), float(sub["rate"].max()))
+        shared_rate_axis(axes, sub["rate"])  # one rate axis for every panel and codec
+        for ax in axes:
             ax.set_ylim(bottom=0)
     if axes:
-        axes[0].set_ylabel(f"gap in {F.text(measure)} at equal rate")
-    F.figure_legend(fig, axes, "codec")
+        axes[0].set_ylabel(f"gap in {text(measure)} at equal rate")
+    figure_legend(fig, axes, "codec")
     return fig
 
 
@@ -86,7 +63,7 @@ DISPLAY = [("measure", "measure"), ("kind", "kind"), ("attribute", "attribute"),
 
 def _display(table_: pd.DataFrame) -> pd.DataFrame:
     out = table_.sort_values(["measure", "attribute", "rate", "codec"], kind="stable").copy()
-    out["gap_ci"] = [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(out["gap_ci_low"], out["gap_ci_high"])]
+    out["gap_ci"] = [ci(lo, hi) for lo, hi in zip(out["gap_ci_low"], out["gap_ci_high"])]
     out["range"] = [f"{fmt(lo)}–{fmt(hi)}" for lo, hi in zip(out["rate_min"], out["rate_max"])]
     for side in ("worst", "best"):
         out[side] = [f"{g} ({fmt(v)})" for g, v in zip(out[f"{side}_group"], out[f"{side}_value"])]
@@ -95,7 +72,7 @@ def _display(table_: pd.DataFrame) -> pd.DataFrame:
 
 def equal_rate_section(ctx: ReportContext) -> Section | None:
     """Present when the run has ``equal_rate.csv`` (a codec with at least two settings)."""
-    read = read_equal_rate(ctx.run_dir)
+    read = ctx.equal_rate
     if read is None:
         return None
     points, curves = read

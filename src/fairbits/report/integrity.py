@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fairbits.report.html import ReportContext, Section, esc
+from fairbits.report.context import ReportContext
+from fairbits.report.kit import Section, esc
 
 
 def missing_rows_section(ctx: ReportContext) -> Section | None:

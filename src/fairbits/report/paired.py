@@ -5,24 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fairbits.report import figures as F
-from fairbits.report.html import ReportContext, Section, _ci, esc, table
+from fairbits.report.context import ReportContext
+from fairbits.report.figures import new_figure, style, text
+from fairbits.report.kit import Section, ci, esc, table
 
 
 def paired_figure(paired: pd.DataFrame, attribute: str):
     """Forest plot: the paired effect with its CI, one row per cell and measure."""
     sub = paired[paired.attribute == attribute]
-    fig, (ax,) = F.new_figure(1)
+    fig, (ax,) = new_figure(1)
     y = np.arange(len(sub))[::-1]
     ax.errorbar(sub.effect, y, xerr=[sub.effect - sub.ci_low, sub.ci_high - sub.effect], fmt="o", ms=4,
                 capsize=2, color="#1f77b4")
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_yticks(y, [f"{F.text(m)} · {F.text(c)} {F.text(s)}" for m, c, s in zip(sub.measure, sub.codec,
+    ax.set_yticks(y, [f"{text(m)} · {text(c)} {text(s)}" for m, c, s in zip(sub.measure, sub.codec,
                                                                                     sub.setting)], fontsize=7)
     a, b = sub.group_a.iloc[0], sub.group_b.iloc[0]
-    ax.set_xlabel(f"paired effect: {F.text(b)} − {F.text(a)}")
+    ax.set_xlabel(f"paired effect: {text(b)} − {text(a)}")
     fig.set_figheight(max(2.5, 0.22 * len(sub) + 1))
-    F._style(ax)
+    style(ax)
     return fig
 
 
@@ -45,9 +46,9 @@ def paired_section(ctx: ReportContext) -> Section | None:
         parts.append(f"<h3>{esc(attr)}</h3>")
         parts.append(ctx.figure(paired_figure(paired, attr), f"paired_{attr}",
                                 f"Paired effect of {attr} per measure and cell"))
-    shown = paired.assign(ci=[_ci(lo, hi) for lo, hi in zip(paired.ci_low, paired.ci_high)])
+    shown = paired.assign(interval=[ci(lo, hi) for lo, hi in zip(paired.ci_low, paired.ci_high)])
     parts.append(table(shown, [("attribute", "attribute"), ("codec", "codec"), ("setting", "setting"),
                                ("measure", "measure"), ("group_a", "a"), ("group_b", "b"), ("n_pairs", "pairs"),
                                ("mean_a", "mean a"), ("mean_b", "mean b"), ("effect", "effect b − a"),
-                               ("ci", "95% CI"), ("p_value", "p"), ("q_value", "q")]))
+                               ("interval", "95% CI"), ("p_value", "p"), ("q_value", "q")]))
     return Section("Paired (counterfactual) effects", "".join(parts), "paired")
