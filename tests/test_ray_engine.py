@@ -212,3 +212,16 @@ def test_missing_ray_names_the_extra(data, tmp_path, monkeypatch):
     with pytest.raises(fairbits.errors.SpecError, match=r"fairbits\[ray\]"):
         run_audit(parse_spec(_spec(data)), tmp_path / "run", engine="ray")
     assert not (tmp_path / "run").exists()
+
+
+def test_every_process_reads_the_same_formats():
+    """A HEIF original must be readable by a Ray worker exactly when the driver can read it."""
+    import subprocess
+
+    from fairbits.data.images import _formats
+
+    code = "from fairbits.data.images import _formats; print(','.join(_formats()))"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert fresh == ",".join(_formats())
+    pytest.importorskip("pillow_heif")
+    assert "HEIF" in fresh.split(",")  # registered by the reader itself, not by whatever ran before

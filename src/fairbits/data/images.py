@@ -28,6 +28,7 @@ resize, and returns the crop's box too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -142,8 +143,31 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
+@functools.cache
+def register_plugins() -> tuple[str, ...]:
+    """Register the optional Pillow plugins that are installed (HEIF: ``pillow-heif``, JPEG XL:
+    ``pillow-jxl-plugin``), once per process, so that every process of a run — the driver, a
+    Ray worker — reads the same formats. Returns the plugins registered."""
+    loaded = []
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        loaded.append("HEIF")
+    except Exception:  # not installed, or a broken native library: those files are not readable
+        pass
+    try:
+        import pillow_jxl  # noqa: F401  (registers JPEG XL with Pillow on import)
+
+        loaded.append("JXL")
+    except Exception:
+        pass
+    return tuple(loaded)
+
+
 def _formats() -> list[str]:
-    """:data:`IMAGE_FORMATS` that Pillow can open here (plugins such as HEIF register late)."""
+    """:data:`IMAGE_FORMATS` that Pillow can open here (with every installed plugin)."""
+    register_plugins()
     Image.init()
     return [f for f in IMAGE_FORMATS if f in Image.OPEN]
 
