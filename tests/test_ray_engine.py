@@ -149,31 +149,31 @@ def _cli(*args):
     return [sys.executable, "-c", "from fairbits.cli import app; app()", *args]
 
 
-def test_killed_ray_run_resumes_without_duplicates(cluster, data, local_table, tmp_path):
+def test_killed_ray_run_resumes_without_duplicates(cluster, data, tmp_path):
+    small = _spec(data, batch_size=2)  # 24 jobs: the kill lands mid-run
+    local = fairbits.load_results(run_audit(parse_spec(small), tmp_path / "local", progress=False, report=False))
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(_spec(data)))
+    spec.write_text(yaml.safe_dump(small))
     run = tmp_path / "run"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(_cli("audit", str(spec), "--out", str(run), "--no-progress", "--no-report",
-                                 "--engine", "ray", "--address", cluster.address), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cmd = _cli("audit", str(spec), "--out", str(run), "--no-progress", "--no-report", "--engine", "ray",
+               "--address", cluster.address)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
-    while time.time() < deadline and len(list(run.glob("cells/*/part-*.parquet"))) < 4 and proc.poll() is None:
-        time.sleep(0.05)
+    while time.time() < deadline and len(list(run.glob("cells/*/part-*.parquet"))) < 3 and proc.poll() is None:
+        time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     n_before = sum(len(pd.read_parquet(p)) for p in run.glob("cells/*/part-*.parquet"))
-    assert 0 < n_before < len(local_table)
-    r = subprocess.run(_cli("audit", str(spec), "--out", str(run), "--no-progress", "--no-report",
-                            "--engine", "ray", "--address", cluster.address), env=env,
-                       capture_output=True, text=True, timeout=600)
+    assert 0 < n_before < len(local)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     table = fairbits.load_results(run)
     assert not table.duplicated(["image_id", "codec", "setting"]).any()
     stored = pd.concat([pd.read_parquet(p) for p in run.glob("cells/*/part-*.parquet")])
     assert len(stored) == len(table)  # nothing written twice
-    pd.testing.assert_frame_equal(local_table, table, check_exact=True)
+    pd.testing.assert_frame_equal(local, table, check_exact=True)
 
 
 def test_cli_private_cluster_and_bad_spec(data, tmp_path):
