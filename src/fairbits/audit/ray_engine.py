@@ -127,12 +127,13 @@ def _pools(ray) -> dict:
     cpus, gpus = int(res.get("CPU", 0)), int(res.get("GPU", 0))
     if cpus < 1:
         raise FairbitsError("the Ray cluster has no CPU to run on; start its nodes with --num-cpus")
+    pool = ray.data.ActorPoolStrategy
     per = 1.0 if cpus >= 2 else cpus / 2  # both pools must fit at their smallest
-    prepare = {"num_cpus": per, "concurrency": (1, max(1, cpus - (1 if gpus else 0)))}
+    prepare = {"num_cpus": per, "compute": pool(min_size=1, max_size=max(1, cpus - (1 if gpus else 0)))}
     if gpus:
-        finish = {"num_cpus": 1, "num_gpus": 1, "concurrency": (1, gpus), "threads": 1}
+        finish = {"num_cpus": 1, "num_gpus": 1, "compute": pool(min_size=1, max_size=gpus), "threads": 1}
     else:
-        finish = {"num_cpus": per, "concurrency": (1, max(1, cpus)), "threads": max(1, int(per))}
+        finish = {"num_cpus": per, "compute": pool(min_size=1, max_size=max(1, cpus)), "threads": max(1, int(per))}
     return {"prepare": prepare, "finish": finish}
 
 
