@@ -109,10 +109,6 @@ class BatchResult:
     features: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)
     failed: str | None = None
 
-    @property
-    def n_rows(self) -> int:
-        return sum(len(r) for r in self.rows.values())
-
 
 CROP_COLUMNS = ("crop_x", "crop_y", "crop_w", "crop_h")  # with ``crop: face``: the box, original pixels
 
