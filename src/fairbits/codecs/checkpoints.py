@@ -44,11 +44,15 @@ def save_checkpoint(model: nn.Module, arch: str, path: str | Path, meta: dict | 
                     fp16: bool = True) -> Path:
     """Write ``model`` as a fairbits checkpoint.
 
-    Calls ``model.update(force=True)`` first so the integer CDF tables are stored. With
-    ``fp16``, floating tensors are stored as float16 except those of the entropy models
-    (``EntropyBottleneck``/``GaussianConditional``), which stay float32 so the stored
-    CDFs match their parameters exactly. ``meta`` must hold only plain values (str, int,
-    float, bool, lists, dicts): it is read back with ``weights_only=True``.
+    Calls ``model.update(force=True)`` first so the integer CDF tables are stored (they
+    depend on the device that computed them, so they are stored rather than recomputed:
+    a bitstream decodes on any machine). With ``fp16``, floating tensors are stored as
+    float16 except those of the entropy models (``EntropyBottleneck``/``GaussianConditional``),
+    which stay float32 so the stored CDFs match their parameters exactly. A
+    ``GaussianConditional``'s CDF table is stored packed (:func:`pack_cdf`: its rows
+    without their zero padding, about a seventh of the table for a small model).
+    ``meta`` must hold only plain values (str, int, float, bool, lists, dicts): it is read
+    back with ``weights_only=True``.
 
     File content: ``{"format": "fairbits-codec/1", "arch", "N", "M", "state_dict", "meta"}``.
     """
@@ -60,6 +64,9 @@ def save_checkpoint(model: nn.Module, arch: str, path: str | Path, meta: dict | 
         if fp16 and v.is_floating_point() and not _entropy_key(k, model):
             v = v.half()
         state[k] = v.clone()
+    for name in _gaussian_conditionals(model):
+        key = f"{name}._quantized_cdf"
+        state[key] = pack_cdf(state[key], state[f"{name}._cdf_length"])
     N = int(model.N)
     obj = {"format": FORMAT, "arch": arch, "N": N, "M": int(getattr(model, "M", N)),
            "state_dict": state, "meta": dict(meta or {})}
@@ -67,6 +74,29 @@ def save_checkpoint(model: nn.Module, arch: str, path: str | Path, meta: dict | 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)
     return path
+
+
+def _gaussian_conditionals(model: nn.Module) -> list[str]:
+    """State-dict prefixes of the model's ``GaussianConditional`` modules."""
+    return [n for n, m in model.named_modules() if isinstance(m, GaussianConditional)]
+
+
+def pack_cdf(cdf: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """CDF table ``(R, C)`` int32 whose row ``i`` is zero past ``lengths[i]`` → its rows'
+    first ``lengths[i]`` values concatenated, ``(sum(lengths),)`` int32."""
+    return torch.cat([cdf[i, : int(n)] for i, n in enumerate(lengths)]) if len(lengths) else cdf.reshape(-1)
+
+
+def unpack_cdf(packed: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_cdf`: ``(R, max(lengths))`` int32, rows padded with zeros."""
+    if int(lengths.sum()) != packed.numel():
+        raise SpecError(f"packed CDF table holds {packed.numel()} values, its lengths say {int(lengths.sum())}")
+    out = torch.zeros((len(lengths), int(lengths.max()) if len(lengths) else 0), dtype=packed.dtype)
+    start = 0
+    for i, n in enumerate(lengths.tolist()):
+        out[i, :n] = packed[start:start + n]
+        start += n
+    return out
 
 
 def _model_class(arch: str) -> type:
@@ -113,6 +143,10 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Modul
             raise SpecError(f"checkpoint {path} gives channel widths N, M = {widths}; fairbits builds "
                             f"models only with whole widths from 1 to {MAX_WIDTH}")
         model = build_model(obj["arch"], *widths)
+        for name in _gaussian_conditionals(model):
+            key = f"{name}._quantized_cdf"
+            if key in state and state[key].dim() == 1 and state[key].numel():
+                state[key] = unpack_cdf(state[key], state[f"{name}._cdf_length"])
         model.load_state_dict(state)
         meta = dict(obj.get("meta") or {})
         meta.setdefault("arch", obj["arch"])
