@@ -44,6 +44,22 @@ def _config(plan: AuditPlan) -> dict:
             "seed": plan.spec.seed}
 
 
+def _checkpoint_meta(plan: AuditPlan, cell: Cell) -> dict:
+    """``{"checkpoint_meta": meta}`` of a learned cell whose checkpoint is a fairbits checkpoint
+    (its training recipe, :class:`fairbits.codecs.train.config.TrainConfig` fields, and card
+    values), so the run's statistics read how each checkpoint was trained from the run, not from
+    the weights installed later (:mod:`fairbits.bias.mitigation`); ``{}`` for any other cell."""
+    from fairbits.codecs.checkpoints import FORMAT, ZOO_PREFIX
+
+    codec = plan.codecs.get(cell.codec)
+    if cell.checkpoint is None or cell.checkpoint.startswith(ZOO_PREFIX) or not hasattr(codec, "checkpoint_path"):
+        return {}  # CompressAI's zoo weights carry no recipe
+    obj = torch.load(codec.checkpoint_path(cell.checkpoint), map_location="cpu", weights_only=True)
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        return {}
+    return {"checkpoint_meta": {"arch": obj.get("arch"), **(obj.get("meta") or {})}}  # as load_checkpoint reads it
+
+
 def run_info(plan: AuditPlan) -> dict:
     """The ``run.json`` record of a plan; ``column_kinds`` records every column's kind
     (and direction) so ``fairbits report`` works from the stored rows alone."""
@@ -68,7 +84,7 @@ def run_info(plan: AuditPlan) -> dict:
         "seed": plan.spec.seed,
         "n_boot": plan.spec.n_boot,
         "n_perm": plan.spec.n_perm,
-        "cells": [{"id": c.id, **c.to_dict()} for c in plan.cells],
+        "cells": [{"id": c.id, **c.to_dict(), **_checkpoint_meta(plan, c)} for c in plan.cells],
         "spec": plan.spec.model_dump(mode="json"),
     }
 
@@ -319,9 +335,12 @@ def finish_report(run_dir: str | Path) -> Path:
 
     n_boot, seed = info.get("n_boot", 1000), info.get("seed", 0)
     write_accuracy_bias(run_dir, results, info["groups"], n_boot=n_boot, seed=seed, min_group_n=min_group_n)
-    write_equal_rate(run_dir, results, info["groups"], resolve_kinds(result_columns(results, measures), run_info=info),
-                     rates=info.get("spec", {}).get("equal_rates") or DEFAULT_RATES, n_boot=n_boot, seed=seed,
-                     min_group_n=min_group_n)
+    from fairbits.bias.mitigation import write_mitigation
+
+    kinds = resolve_kinds(result_columns(results, measures), run_info=info)
+    rates = info.get("spec", {}).get("equal_rates") or DEFAULT_RATES
+    for write in (write_equal_rate, write_mitigation):
+        write(run_dir, results, info["groups"], kinds, rates=rates, n_boot=n_boot, seed=seed, min_group_n=min_group_n)
     if info.get("realism"):
         write_realism(run_dir, results, info["groups"], info["realism"], seed=seed, n_boot=n_boot)
     return render_report(run_dir, results, manifest, info)

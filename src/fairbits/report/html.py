@@ -38,6 +38,7 @@ from fairbits.report.equal_rate import equal_rate_section
 from fairbits.report.headline import findings_section
 from fairbits.report.integrity import missing_rows_section
 from fairbits.report.kit import Section, esc, fmt
+from fairbits.report.mitigation import mitigation_section
 from fairbits.report.paired import paired_section
 from fairbits.report.phenotype import phenotype_section
 from fairbits.report.rate_distortion import gap_section, rd_section
@@ -50,13 +51,15 @@ __all__ = ["ReportContext", "Section", "SectionBuilder", "default_sections", "he
 
 def default_sections() -> list[SectionBuilder]:
     """The report's sections in page order: a warning about missing rows, the findings, the
-    ranked table, the dataset, rate–distortion, equal rate, the classifiers, face measures,
-    attribution, pairs, realism, fast-mode checks, and the reading guide last."""
+    ranked table, the dataset, rate–distortion, equal rate, mitigation (training variants), the
+    classifiers, face measures, attribution, pairs, realism, fast-mode checks, and the reading
+    guide last."""
     from fairbits.report.checks import fast_check_section  # reads the coder's tolerances
 
     return [missing_rows_section, findings_section, significant_section, composition_section,
-            descriptive_section, rd_section, gap_section, equal_rate_section, accuracy_section, phenotype_section,
-            attribution_section, paired_section, realism_section, fast_check_section, reading_section]
+            descriptive_section, rd_section, gap_section, equal_rate_section, mitigation_section, accuracy_section,
+            phenotype_section, attribution_section, paired_section, realism_section, fast_check_section,
+            reading_section]
 
 
 def header_html(ctx: ReportContext) -> str:
