@@ -17,7 +17,12 @@ early keeps its last saved state (every ``--ckpt-every`` steps) and says so in
 ``summary.json``. Writes ``phantom-l<λ>-<variant>.pt`` (fp16, the built-ins' format) and
 ``summary.json`` (steps reached, seconds, training data digest, loss logs) to ``--out``.
 
-    python scripts/train_variants.py --out OUT_DIR --minutes 8
+``--cards-from OUT_DIR`` then measures each checkpoint (exact entropy coding of 96 held-out
+phantoms balanced over skin groups, as for the natural cards) and installs it as a
+built-in, with its model card (``.json`` and ``.md``), under ``src/fairbits/weights``.
+
+    python scripts/train_variants.py --out OUT_DIR --minutes 8      # on the GPU machine
+    python scripts/train_variants.py --cards-from OUT_DIR            # anywhere
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import multiprocessing as mp
 import shutil
 import time
 from pathlib import Path
+
+from train_builtin import render  # the same renderer call as the natural checkpoints
 
 ARCH = "bmshj2018-hyperprior"
 LAMBDAS = (0.0003, 0.002)
@@ -95,9 +102,87 @@ def _train_one(lmbda, variant, labels, out, steps, deadline, device, threads, ck
             "target_steps": steps, "stopped_early": reached < steps, "wall_seconds": round(time.time() - t0, 1)}
 
 
+WHAT_CHANGES = {
+    "balanced": "Balanced sampling over skin groups (`sampler=balanced:skin_group`): each draw picks a "
+                "skin group uniformly, then an image of it, so the 5 % of MST8-10 faces are seen as often as "
+                "the 80 % of MST1-3 faces.",
+    "dro": "Group DRO over skin groups (`objective=group-dro:skin_group`, relative excess loss, step η = 0.1): "
+           "each group's mean rate–distortion loss in a batch is weighted by an exponentiated-gradient weight, "
+           "so training minimises the worst group's loss rather than the average.",
+    "colour": "The skin-colour term (`colour_loss=0.01`): adds 0.01 × the squared CIELAB distance between the "
+              "mean skin colour of each crop and of its reconstruction (ground-truth phantom skin masks).",
+}
+
+
+def write_cards(src: Path, weights: Path, work: Path) -> None:
+    """Measure each checkpoint of ``src`` and install it, with its cards, under ``weights/ARCH``."""
+    from train_builtin import evaluate
+
+    from fairbits.codecs.checkpoints import load_checkpoint
+
+    summary = {r["checkpoint"]: r for r in json.loads((src / "summary.json").read_text())["runs"] if not r.get("error")}
+    test_labels = render(96, work / "test", seed=2, balance="skin_group")
+    dest = weights / ARCH
+    for name, run in sorted(summary.items()):
+        ckpt = src / name
+        _, meta = load_checkpoint(ckpt, ARCH)
+        ev = evaluate(ckpt, ARCH, test_labels)
+        key = ckpt.stem
+        variant = key.rsplit("-", 1)[1]
+        natural = json.loads((dest / f"phantom-l{meta['lmbda']:g}.json").read_text())
+        card = {"arch": ARCH, "lmbda": meta["lmbda"], "N": meta["N"], "M": meta["M"], "steps": meta["steps"],
+                "train_seconds": meta["train_seconds"], "train_mix": RECIPE["mix"], "variant": meta["variant"],
+                "sampler": meta["sampler"], "objective": meta["objective"], "dro_step": meta.get("dro_step"),
+                "dro_relative": meta.get("dro_relative"), "colour_loss": meta.get("colour_loss"),
+                "final_group_weight": meta.get("group_weight"), "natural": f"phantom-l{meta['lmbda']:g}",
+                "bpp": ev["bpp"], "psnr": ev["psnr"], "by_skin_group": ev["by_skin_group"],
+                "trained_on": "NVIDIA H100 80GB (one GPU shared by six trainings)",
+                "date": json.loads((src / "summary.json").read_text())["date"],
+                "script": "scripts/train_variants.py", "storage": natural["storage"]}
+        shutil.copyfile(ckpt, dest / f"{key}.pt")
+        (dest / f"{key}.json").write_text(json.dumps(card, indent=1) + "\n")
+        (dest / f"{key}.md").write_text(card_text(key, card, variant))
+        print(key, f"{ev['bpp']:.4f} bpp", f"{ev['psnr']:.2f} dB", flush=True)
+
+
+def card_text(key: str, card: dict, variant: str) -> str:
+    """The model card of variant checkpoint ``key`` (Markdown)."""
+    rows = "\n".join(f"| {g} | {v['bpp']:.4f} | {v['psnr']:.2f} |" for g, v in card["by_skin_group"].items())
+    weights = ""
+    if card.get("final_group_weight"):
+        weights = (" Final group weights: " + ", ".join(f"{g} {w:.3g}" for g, w in card["final_group_weight"].items())
+                   + ".")
+    return f"""# {ARCH} `{key}` — built-in fairbits checkpoint (mitigation variant)
+
+**What it is.** The `{card['natural']}` recipe with one change, for comparing mitigations of
+skin-group bias (`fairbits audit` writes `mitigation.csv` when a run holds both). A small
+`{ARCH}` (N={card['N']}, M={card['M']}) trained on synthetic phantom faces; it has never seen a
+real face.
+
+**What changes.** {WHAT_CHANGES[variant]}{weights}
+
+**Same as `{card['natural']}`.** Data: 3,000 phantom faces (256×256, `fairbits phantom`, seed 1) cut
+to 80/15/5 (MST1-3 / MST4-7 / MST8-10), the same 1,190 images. Rate–distortion loss bpp +
+λ·255²·MSE with λ = {card['lmbda']:g}; Adam lr 3e-4, batch 16, 256×256 crops, {card['steps']} steps, seed 0.
+Trained in {card['train_seconds'] / 60:.1f} min on one H100 shared by six trainings ({card['date']}), by
+`scripts/train_variants.py`.
+
+**Measured** (exact entropy coding, real bytes, 96 held-out phantoms balanced over skin groups):
+mean {card['bpp']:.4f} bpp, PSNR {card['psnr']:.2f} dB.
+
+| skin group | bpp | PSNR (dB) |
+|---|---|---|
+{rows}
+
+**Storage.** fp16 weights; entropy-model tables in float32 (the Gaussian conditional's packed).
+Load with `fairbits.codecs.checkpoints.load_checkpoint` (always `weights_only=True`).
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="where the trained checkpoints and summary.json go")
+    ap.add_argument("--cards-from", type=Path, help="install the checkpoints of this --out folder as built-ins")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fairbits-variants"))
     ap.add_argument("--n", type=int, default=3000, help="training phantoms before the 80/15/5 cut (natural: 3000)")
     ap.add_argument("--minutes", type=float, default=8.0, help="stop every training this long after the start")
@@ -106,10 +191,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per training")
     ap.add_argument("--ckpt-every", type=int, default=250)
     args = ap.parse_args()
+    if args.cards_from:
+        from fairbits.codecs.checkpoints import WEIGHTS_DIR
+
+        return write_cards(args.cards_from, WEIGHTS_DIR, args.work)
+    if args.out is None:
+        ap.error("give --out (train) or --cards-from (install)")
     deadline = time.time() + args.minutes * 60
     args.out.mkdir(parents=True, exist_ok=True)
-
-    from train_builtin import render  # same renderer call as the natural checkpoints
 
     t0 = time.time()
     labels = render(args.n, args.work / "train", seed=1, balance=None)

@@ -55,7 +55,7 @@ def test_codecs_lists_every_codec():
         assert kinds[name] == "learned"
     assert kinds["hific"] == "generative" and kinds["mbt2018-mean-gan"] == "generative"
     hyperprior = next(ln for ln in lines if ln.startswith("bmshj2018-hyperprior "))
-    assert "available (built-in: 2" in hyperprior
+    assert "available (built-in: 8" in hyperprior
     assert "needs weights" in next(ln for ln in lines if ln.startswith("cheng2020-anchor "))
 
 

@@ -213,20 +213,32 @@ def fetch_zoo_weights(arch: str, quality: int, progress: bool = True) -> Path:
                  hint="or pass the downloaded file's path as the setting")
 
 
+def read_card(path: str | Path) -> dict:
+    """The model card (``<checkpoint>.json`` beside it) as a dict; ``{}`` when missing or unreadable."""
+    side = Path(path).with_suffix(".json")
+    try:
+        card = json.loads(side.read_text()) if side.is_file() else {}
+    except (ValueError, OSError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def card_variant(card: dict) -> str:
+    """The training variant a card names (``natural`` when it names none: the plain recipe)."""
+    return str(card.get("variant") or "natural")
+
+
 def builtin_checkpoints(arch: str, weights_dir: str | Path | None = None,
                         ) -> list[tuple[str, Path, float | None]]:
     """``(key, path, bpp or None)`` of the shipped checkpoints, ascending bpp (unknown last)."""
     d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR / arch
     found = []
     for p in sorted(d.glob("*.pt")) if d.is_dir() else []:
-        bpp = None
-        side = p.with_suffix(".json")
-        if side.is_file():
-            try:
-                value = json.loads(side.read_text()).get("bpp")
-                bpp = float(value) if value is not None else None
-            except (ValueError, TypeError, AttributeError):
-                bpp = None
+        try:
+            value = read_card(p).get("bpp")
+            bpp = float(value) if value is not None else None
+        except (ValueError, TypeError):
+            bpp = None
         found.append((p.stem, p, bpp))
     return sorted(found, key=lambda t: (t[2] is None, t[2] or 0.0, t[0]))
 

@@ -80,7 +80,8 @@ from torch import nn
 from fairbits.codecs import bitstream
 from fairbits.codecs.architectures import architecture, architecture_names, unavailable_architectures
 from fairbits.codecs.base import Coded, decoded, get_codec, register
-from fairbits.codecs.checkpoints import ZOO_PREFIX, _zoo_urls, builtin_checkpoints, load_checkpoint, zoo_file
+from fairbits.codecs.checkpoints import (ZOO_PREFIX, _zoo_urls, builtin_checkpoints, card_variant, load_checkpoint,
+                                        read_card, zoo_file)
 from fairbits.data.images import to_tensor, to_uint8
 from fairbits.errors import CodecUnavailable, FairbitsError, SpecError
 from fairbits.spec import is_checkpoint_path
@@ -207,7 +208,10 @@ class LearnedCodec:
         settings: what runs here without a download: built-in keys (ascending bpp) then
             cached ``zoo-qK`` (ascending K); not one rate ladder.
         builtin_settings, zoo_settings: the two families separately.
-        rate_settings: the ladder a rate search walks, ascending in rate (module docstring).
+        builtin_variants: ``{built-in key: training variant}`` from the model cards
+            (``natural``, ``balanced``, ``group-dro``, ``colour``...).
+        rate_settings: the ladder a rate search walks, ascending in rate (module docstring):
+            the natural built-ins (variants trained otherwise are not on it), else the zoo.
     """
 
     def __init__(self, name: str, weights_dir: str | Path | None = None, padding: str = "replicate"):
@@ -220,10 +224,12 @@ class LearnedCodec:
         self.padding = padding
         self._builtin = {k: p for k, p, _ in builtin_checkpoints(name, weights_dir)}
         self.builtin_settings = tuple(self._builtin)
+        self.builtin_variants = {k: card_variant(read_card(p)) for k, p in self._builtin.items()}
         self.zoo_settings = tuple(f"{ZOO_PREFIX}{q}" for q in sorted(_zoo_urls(name))
                                   if zoo_file(name, q)[0].is_file())
         self.settings = self.builtin_settings + self.zoo_settings
-        self.rate_settings = self.builtin_settings or tuple(f"{ZOO_PREFIX}{q}" for q in sorted(_zoo_urls(name)))
+        natural = tuple(k for k in self.builtin_settings if self.builtin_variants[k] == "natural")
+        self.rate_settings = natural or tuple(f"{ZOO_PREFIX}{q}" for q in sorted(_zoo_urls(name)))
         self._models: dict[tuple[str, str], nn.Module] = {}
 
     def with_padding(self, padding: str) -> "LearnedCodec":
