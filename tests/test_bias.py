@@ -325,26 +325,18 @@ def test_bootstrap_mean_sd_matches_direct_resampling():
 
 @pytest.mark.slow
 def test_group_ci_coverage_on_skewed_data():
-    """Seeded coverage simulation (1000 replications each): lognormal(0, 0.75) group means at
-    n = 30 and n = 100 through group_summary, against the percentile bootstrap on the same
-    draws. (At sigma = 1, n = 30 no interval we tried reaches 0.93: bootstrap-t ≈ 0.92,
-    BCa ≈ 0.89, percentile ≈ 0.87; see docs/statistics.md.)"""
-    from fairbits.bias.intervals import bootstrap_means, percentile_interval
-
-    sigma, reps = 0.75, 1000
+    """Issue #11: nominal 95 % intervals of group means of lognormal(0, 1) data (skewness 6.2)
+    in groups of 30 cover at least 0.93. Seeded, 4,000 replications through group_summary
+    (Monte-Carlo SE ±0.004). The bootstrap-t at Hesterberg's expanded level covers 0.938 on
+    these draws; the plain bootstrap-t (tail α/2) covers 0.924 with intervals 7 % narrower,
+    and fails (checked); the percentile interval about 0.87 (benchmarks/coverage.py,
+    docs/statistics.md)."""
+    sigma, n, reps = 1.0, 30, 4000
     true = np.exp(sigma ** 2 / 2)
-    rng = np.random.default_rng(0)
-    for n in (30, 100):
-        vals = rng.lognormal(0, sigma, (reps, n))
-        df = pd.DataFrame({"codec": np.repeat([f"r{i:04d}" for i in range(reps)], n), "setting": "s",
-                           "grp": "g", "x": vals.ravel()})
-        s = group_summary(df, "grp", ["x"], n_boot=1000, min_group_n=1)
-        assert (s.ci_method == "bootstrap-t").all()
-        coverage = float(((s.ci_low <= true) & (true <= s.ci_high)).mean())
-        assert coverage >= 0.93, (n, coverage)
-        boot = np.random.default_rng(1)
-        pct = np.array([percentile_interval(bootstrap_means(v, 1000, boot)[:, None], 0.95) for v in vals])[..., 0]
-        old = float(((pct[:, 0] <= true) & (true <= pct[:, 1])).mean())
-        assert old < coverage, (n, old, coverage)
-        if n == 30:
-            assert old < 0.92  # the percentile interval the issue measured fails this check
+    vals = np.random.default_rng(0).lognormal(0, sigma, (reps, n))
+    df = pd.DataFrame({"codec": np.repeat([f"r{i:04d}" for i in range(reps)], n), "setting": "s",
+                       "grp": "g", "x": vals.ravel()})
+    s = group_summary(df, "grp", ["x"], n_boot=1000, min_group_n=1)
+    assert len(s) == reps and (s.ci_method == "bootstrap-t").all()
+    coverage = float(((s.ci_low <= true) & (true <= s.ci_high)).mean())
+    assert 0.93 <= coverage < 0.96, coverage  # met, and not by intervals gone wide

@@ -5,12 +5,13 @@ on rates (flips, accuracy):
 
 * values that are all 0 or 1 (a rate): the **Wilson score interval**, which has close to
   nominal coverage and, unlike a bootstrap, a non-zero width at 0 % or 100 %;
-* other values: the **studentized (bootstrap-t) interval**: each resample's mean is
-  standardised by that resample's own standard error, ``t* = (m* − m) / (s*/√n)``, and
-  the interval is ``[m − t*_(1−α/2)·s/√n, m − t*_(α/2)·s/√n]``. It follows the skew of
-  the data (a long right tail gives a longer upper arm), and in a seeded simulation of
-  lognormal data it covers far better than the percentile or the BCa interval (see
-  ``docs/statistics.md``);
+* other values: the **studentized (bootstrap-t) interval** at Hesterberg's expanded
+  level: each resample's mean is standardised by that resample's own standard error,
+  ``t* = (m* − m) / (s*/√n)``, and the interval is ``[m − t*_(1−α′)·s/√n, m − t*_(α′)·s/√n]``
+  with the tail ``α′`` of :func:`expanded_tail` (a little below α/2 in small groups). It
+  follows the skew of the data (a long right tail gives a longer upper arm), and in a seeded
+  simulation of lognormal data it covers far better than the percentile or the BCa interval
+  (see ``docs/statistics.md``);
 * values that are all equal (up to round-off): that value, ``[m, m]``;
 * where a bootstrap-t bound is not finite (a resample with no spread, e.g. a group of
   nearly constant values) the percentile interval of the resampled means is used;
@@ -22,7 +23,7 @@ Every interval says which method made it (:data:`METHODS`).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri, stdtrit
 
 _CHUNK_ELEMENTS = 4_000_000  # bound on resample matrix size (rows x images) held at once
 
@@ -97,22 +98,42 @@ def is_binary(values: np.ndarray) -> bool:
     return bool(len(v)) and bool(np.isin(v, (0.0, 1.0)).all())
 
 
+def expanded_tail(n: int, ci: float) -> float:
+    """Hesterberg's expanded tail probability ``α′ = Φ(√(n/(n−1))·t_{n−1}(α/2))`` for a
+    group of ``n ≥ 2`` values at level ``ci`` (``α = 1 − ci``): the normal tail whose quantile
+    is the Student-t quantile widened by √(n/(n−1)) (the ratio of the ``ddof=1`` SD to the
+    plug-in SD a resample sees). Below α/2, approaching it as n grows (0.0086 at n = 10,
+    0.0188 at 30, 0.0231 at 100 for ci = 0.95)."""
+    return float(ndtr(np.sqrt(n / (n - 1)) * stdtrit(n - 1, (1.0 - ci) / 2.0)))
+
+
 def studentized_interval(values: np.ndarray, boot_means: np.ndarray, boot_sds: np.ndarray,
                          ci: float) -> tuple[float, float]:
-    """Bootstrap-t interval of the mean of ``values`` ``(n,)`` from resampled means and
-    SDs ``(n_boot,)`` (as from :func:`bootstrap_mean_sd`); non-finite where the resampled
-    t has infinite quantiles."""
+    """Bootstrap-t interval of the mean of ``values`` ``(n,)`` at Hesterberg's expanded level,
+    from resampled means and SDs ``(n_boot,)`` (as from :func:`bootstrap_mean_sd`);
+    non-finite where the resampled t has infinite quantiles, NaN for n < 2.
+
+    The t* quantiles are read at the tail :func:`expanded_tail` ``α′`` instead of α/2: a
+    slightly higher nominal level in small groups that shrinks to ``ci`` as n grows. Why:
+    the bootstrap-t at α/2 undercovers very skewed means in small groups (lognormal(0, 1),
+    n = 30: 0.924 for a nominal 0.95); at α′ it covers 0.938 (n = 100: 0.935;
+    ``benchmarks/coverage.py``). Cost: on symmetric data, where the plain bootstrap-t is
+    already right, it over-covers and is wider: normal data 0.958 and 7 % wider at n = 30,
+    0.980 and 31 % wider at n = 10, 2 % wider at n = 100."""
     v = np.asarray(values, dtype=float)
-    n, m, s = len(v), float(v.mean()), float(v.std(ddof=1))
+    n = len(v)
+    if n < 2:
+        return float("nan"), float("nan")
+    m, s = float(v.mean()), float(v.std(ddof=1))
     se = s / np.sqrt(n)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (boot_means - m) / (boot_sds / np.sqrt(n))
     t = t[~np.isnan(t)]  # 0/0: a resample with no spread and the same mean tells nothing
     if not len(t):
         return float("nan"), float("nan")
-    alpha = (1.0 - ci) / 2.0
+    tail = expanded_tail(n, ci)
     with np.errstate(invalid="ignore"):
-        t_hi, t_lo = np.quantile(t, [1.0 - alpha, alpha])
+        t_hi, t_lo = np.quantile(t, [1.0 - tail, tail])
         return float(m - t_hi * se), float(m - t_lo * se)
 
 

@@ -24,8 +24,8 @@ when lower is better; for a drift it is the group that moved most (largest absol
 is the gap over the pooled within-group standard deviation: a unit-free effect size that ranks the findings.
 <b>Ratio</b> (in the CSV) is lowest / highest mean.</li>
 <li><b>Confidence intervals</b> of group means are Wilson score intervals for rates (0/1 columns) and
-studentized bootstrap intervals otherwise ({esc(fmt(n_boot))} resamples of images within each group), which
-keep their coverage on skewed measures; the gap's interval is a percentile bootstrap interval and leans
+studentized bootstrap intervals otherwise ({esc(fmt(n_boot))} resamples of images within each group, at
+Hesterberg's expanded level for small groups), which keep their coverage on skewed measures; the gap's interval is a percentile bootstrap interval and leans
 upwards (a maximum of noisy means), so judge significance by the q-value.</li>
 <li><b>p-values</b> come from a permutation test of the hypothesis that all groups are equal
 ({esc(fmt(n_perm))} shuffles of the group labels within the cell); <b>q-values</b> correct them for the many
