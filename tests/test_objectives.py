@@ -301,14 +301,14 @@ def test_config_round_trip_and_validation():
 
 
 def test_builtin_checkpoints_meta_are_configs():
-    from fairbits.codecs.checkpoints import builtin_checkpoints, load_checkpoint
+    from fairbits.codecs.checkpoints import builtin_checkpoints, card_variant, load_checkpoint, read_card
 
     found = 0
     for arch in ("bmshj2018-hyperprior", "mbt2018-mean", "hific"):
         for _, path, _ in builtin_checkpoints(arch):
             model, meta = load_checkpoint(path, arch)
             cfg = TrainConfig.from_dict(meta)
-            assert cfg.arch == arch and cfg.variant() == "natural" and cfg.resolved() == cfg
+            assert cfg.arch == arch and cfg.variant() == card_variant(read_card(path)) and cfg.resolved() == cfg
             assert (cfg.N, cfg.M) == (model.N, model.M)
             found += 1
     assert found >= 4
