@@ -76,6 +76,10 @@ def test_small_demo(tmp_path):
     learned = fairbits.load_results(report.parent).query("mode == 'fast'")
     assert learned["bpp"].min() < 0.15  # a built-in learned setting below 0.15 bpp
     assert (report.parent / "realism.csv").is_file()
+    # the built-in bmshj2018-hyperprior variants are compared with natural (too few faces here for gaps)
+    mitigation = pd.read_csv(report.parent / "mitigation.csv")
+    assert list(mitigation.drop_duplicates("variant")["variant"]) == ["natural", "balanced", "group-dro", "colour"]
+    assert "Mitigation" in report.read_text()
     for col in ("delta_ita", "identity_cos", "identity_nonmatch", "skin_group_flip", "hair_type_flip"):
         assert (bias.measure == col).any(), col
     # two faces per group: reported, but below min_group_n, so no gaps and no attribution
